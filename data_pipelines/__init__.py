@@ -1,0 +1,34 @@
+"""Every dataset reaches a model through here: ``data_pipelines.load(source)``.
+
+Example:
+    >>> import data_pipelines as dp
+    >>> splits = dp.load("digits", image_size=(32, 32), augment="flip,rotate:0.05")
+    >>> splits.info.num_classes
+    10
+"""
+
+from data_pipelines.augment import augmentation_model, augmentations, parse_augment
+from data_pipelines.pipeline import (
+    ChannelConversion,
+    DatasetInfo,
+    Splits,
+    encode_table,
+    load,
+    preprocessing_model,
+)
+from data_pipelines.sources import SCHEMES, SourceSpec, parse_source
+
+__all__ = [
+    "SCHEMES",
+    "ChannelConversion",
+    "DatasetInfo",
+    "SourceSpec",
+    "Splits",
+    "augmentation_model",
+    "augmentations",
+    "encode_table",
+    "load",
+    "parse_augment",
+    "parse_source",
+    "preprocessing_model",
+]

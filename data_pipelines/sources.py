@@ -1,0 +1,441 @@
+"""Dataset sources: each turns a source string (or numpy arrays) into raw data.
+
+Image sources return uint8 images of shape (N, H, W, C) with values 0..255 and integer
+class ids; the csv source returns a pandas DataFrame of features. The CLI's
+``--dataset`` strings are parsed by :func:`parse_source`:
+
+======================  ==========================================================
+``digits``              scikit-learn's 1,797 8x8 handwritten digits (offline)
+``idx:DIR``             MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST)
+``tfds:NAME[:CONFIG]``  a TFDS image-classification dataset
+``folder:DIR``          one subfolder of image files per class
+``csv:FILE``            a table with a label column
+======================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCHEMES = ("digits", "idx", "tfds", "folder", "csv")
+IDX_IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
+IDX_TEST_PREFIXES = ("t10k", "test")
+MAX_CATEGORIES = 50
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed ``--dataset`` string: ``scheme`` plus its argument."""
+
+    scheme: str
+    arg: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.arg}" if self.arg else self.scheme
+
+
+@dataclass
+class RawData:
+    """What a source yields before splitting.
+
+    Attributes:
+        x: uint8 images (N, H, W, C), or for tabular sources a DataFrame of features.
+        y: int64 class ids in ``[0, len(class_names))``.
+        class_names: Name of each class id.
+        task: "image" or "tabular".
+        test: The source's own test split ``(x, y)``, when it has one.
+    """
+
+    x: np.ndarray | pd.DataFrame
+    y: np.ndarray
+    class_names: list[str]
+    task: str = "image"
+    test: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def parse_source(source: str) -> SourceSpec:
+    """Parses a source string such as ``"digits"`` or ``"tfds:cifar10"``.
+
+    Args:
+        source: ``digits``, ``idx:DIR``, ``tfds:NAME[:CONFIG]``, ``folder:DIR`` or
+            ``csv:FILE``.
+
+    Returns:
+        The scheme and its argument.
+
+    Raises:
+        ValueError: Unknown scheme, or a missing/extra argument.
+    """
+    scheme, sep, arg = source.partition(":")
+    scheme = scheme.strip().lower()
+    if scheme not in SCHEMES:
+        close = difflib.get_close_matches(scheme, SCHEMES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(
+            f"unknown dataset source '{source}'; allowed: digits, idx:DIR, "
+            f"tfds:NAME[:CONFIG], folder:DIR, csv:FILE{hint}"
+        )
+    if scheme == "digits" and sep:
+        raise ValueError(f"source 'digits' takes no argument; received '{source}'")
+    if scheme != "digits" and not arg:
+        raise ValueError(f"source '{scheme}' needs an argument, e.g. '{scheme}:PATH'")
+    return SourceSpec(scheme, arg)
+
+
+def load_source(
+    spec: SourceSpec,
+    *,
+    data_dir: str | None = None,
+    label_column: str | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> RawData:
+    """Loads the raw data of a parsed source (see the module docstring)."""
+    if spec.scheme == "csv":
+        return load_csv(spec.arg, label_column)
+    if label_column is not None:
+        raise ValueError(
+            f"label_column applies to csv sources only; received source '{spec}'"
+        )
+    if spec.scheme == "digits":
+        return load_digits()
+    if spec.scheme == "idx":
+        return load_idx(spec.arg)
+    if spec.scheme == "tfds":
+        return load_tfds(spec.arg, data_dir=data_dir, image_size=image_size)
+    return load_folder(spec.arg, image_size=image_size)
+
+
+def load_digits() -> RawData:
+    """scikit-learn's 8x8 digits, with the 0..16 ink values mapped to uint8 0..255."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    x = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    names = [str(n) for n in bunch.target_names]
+    return RawData(x, bunch.target.astype(np.int64), names)
+
+
+def load_arrays(x: np.ndarray, y: np.ndarray) -> RawData:
+    """Wraps in-memory arrays.
+
+    Images ``(N, H, W)`` or ``(N, H, W, C)`` must be uint8, integers in 0..255, or
+    floats in [0, 1] (scaled by 255). 2-D ``x`` is tabular (numeric features).
+    Labels may be any values; class ids follow their sorted order.
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            f"x and y must have the same length; received {len(x)} and {len(y)}"
+        )
+    if y.ndim != 1:
+        raise ValueError(f"y must be 1-D class labels; received shape {y.shape}")
+    classes, ids = np.unique(y, return_inverse=True)
+    names = [str(c) for c in classes]
+    if x.ndim == 2:
+        cols = [f"f{i}" for i in range(x.shape[1])]
+        return RawData(pd.DataFrame(x, columns=cols), ids, names, task="tabular")
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(
+            "x must be (N, features), (N, H, W) or (N, H, W, C); "
+            f"received shape {x.shape}"
+        )
+    return RawData(_to_uint8(x), ids, names)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    if x.dtype == np.uint8:
+        return x
+    if np.issubdtype(x.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
+        return np.round(x * 255).astype(np.uint8)
+    if x.min() < 0 or x.max() > 255:
+        raise ValueError(
+            f"image values must be in 0..255 (or floats in [0, 1]); received "
+            f"{x.dtype} values in [{x.min()}, {x.max()}]"
+        )
+    return np.round(x).astype(np.uint8)
+
+
+# --- IDX -------------------------------------------------------------------------
+
+
+def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
+    """Reads one IDX file (optionally gzipped) and checks its magic number.
+
+    Args:
+        path: The file.
+        magic: Expected magic number (0x803 for images, 0x801 for labels).
+
+    Returns:
+        The uint8 array with the shape the header declares.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        got = "none (file too short)" if found is None else f"0x{found:08X}"
+        raise ValueError(
+            f"{path}: wrong IDX magic number {got}; expected 0x{magic:08X}"
+        )
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise ValueError(
+            f"{path}: header declares shape {tuple(dims)} ({int(np.prod(dims))} "
+            f"bytes) but the file holds {body.size} data bytes"
+        )
+    return body.reshape(dims)
+
+
+def load_idx(directory: str) -> RawData:
+    """Loads ``PREFIX-images-idx3-ubyte[.gz]`` / ``PREFIX-labels-idx1-ubyte[.gz]``.
+
+    With a ``train`` pair and a ``t10k`` (or ``test``) pair, the latter is the test
+    split; a directory with a single pair (e.g. only t10k) is split by ``load``.
+    """
+    root = _existing_dir(directory, "idx")
+    pairs: dict[str, dict[str, Path]] = {}
+    pattern = re.compile(r"(.+)-(images-idx3|labels-idx1)-ubyte(\.gz)?$")
+    for path in sorted(root.iterdir()):
+        match = pattern.match(path.name)
+        if match:
+            kind = "images" if match[2].startswith("images") else "labels"
+            pairs.setdefault(match[1], {})[kind] = path
+    incomplete = [p for p, files in pairs.items() if len(files) != 2]
+    if not pairs or incomplete:
+        raise ValueError(
+            f"idx source '{directory}' needs pairs of PREFIX-images-idx3-ubyte[.gz] "
+            f"and PREFIX-labels-idx1-ubyte[.gz]; found complete pairs "
+            f"{sorted(set(pairs) - set(incomplete))}, incomplete {incomplete}"
+        )
+    arrays = {prefix: _read_idx_pair(files) for prefix, files in pairs.items()}
+    test = [p for p in arrays if p in IDX_TEST_PREFIXES]
+    train = [p for p in arrays if p not in IDX_TEST_PREFIXES]
+    if len(arrays) == 1:
+        x, y = next(iter(arrays.values()))
+        test_split = None
+    elif len(train) == 1 and len(test) == 1:
+        x, y = arrays[train[0]]
+        test_split = arrays[test[0]]
+    else:
+        raise ValueError(
+            f"idx source '{directory}' holds pairs {sorted(arrays)}; expected one "
+            "pair, or one training pair and one 't10k'/'test' pair"
+        )
+    classes = np.unique(np.concatenate([y] + ([test_split[1]] if test_split else [])))
+    return RawData(x, y, [str(c) for c in range(classes.max() + 1)], test=test_split)
+
+
+def _read_idx_pair(files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(files["images"], IDX_IMAGES_MAGIC)
+    y = read_idx(files["labels"], IDX_LABELS_MAGIC)
+    if len(x) != len(y):
+        raise ValueError(
+            f"IDX counts differ: {files['images'].name} has {len(x)} images but "
+            f"{files['labels'].name} has {len(y)} labels"
+        )
+    return x[..., None], y.astype(np.int64)
+
+
+# --- TFDS ------------------------------------------------------------------------
+
+
+def load_tfds(
+    name: str, *, data_dir: str | None = None, image_size: tuple[int, int] | None = None
+) -> RawData:
+    """Loads a TFDS image-classification dataset (``NAME`` or ``NAME:CONFIG``).
+
+    Uses ``tfds.builder`` + ``download_and_prepare`` + ``as_dataset``, the steps of
+    ``tfds.load``, so that a failed download gets its own message. The whole dataset
+    is read into memory as uint8 (fine for MNIST/CIFAR-sized data); images of
+    varying size need ``image_size``.
+    """
+    import tensorflow_datasets as tfds
+
+    full = name.replace(":", "/")
+    try:
+        builder = tfds.builder(full, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        raise ValueError(
+            f"unknown TFDS dataset '{name}'; close matches: {close or 'none'} "
+            "(tensorflow_datasets.list_builders() lists all)"
+        ) from None
+    if not builder.is_prepared():
+        try:
+            builder.download_and_prepare()
+        except Exception as err:  # any network/IO error: tell how to fix it offline
+            raise ValueError(
+                f"TFDS dataset '{name}' is not in {builder.data_dir} and could not be "
+                f"downloaded ({type(err).__name__}: {err}). On a machine with "
+                f'internet run `python -c "import tensorflow_datasets as tfds; '
+                f"tfds.builder('{full}').download_and_prepare()\"` and copy "
+                "~/tensorflow_datasets here, or pass data_dir= (CLI --data-dir) "
+                "pointing at a prepared copy."
+            ) from err
+    image_key, label_key = builder.info.supervised_keys or (None, None)
+    label = builder.info.features[label_key] if label_key else None
+    if not isinstance(label, tfds.features.ClassLabel) or not isinstance(
+        builder.info.features[image_key], tfds.features.Image
+    ):
+        raise ValueError(
+            f"TFDS dataset '{name}' is not image classification (supervised keys "
+            f"{builder.info.supervised_keys}); expected (Image, ClassLabel)"
+        )
+    # Mocked builders (tfds.testing.mock_data) know no splits: assume the usual.
+    splits = set(builder.info.splits) or {"train", "test"}
+    if "train" not in splits:
+        raise ValueError(f"TFDS dataset '{name}' has no 'train' split: {splits}")
+
+    variable_size = None in builder.info.features[image_key].shape[:2]
+    if variable_size and image_size is None:
+        raise ValueError(
+            f"TFDS dataset '{name}' has images of varying size; pass image_size "
+            "(CLI --image-size) to resize them"
+        )
+
+    def read(split: str) -> tuple[np.ndarray, np.ndarray]:
+        ds = builder.as_dataset(split=split, as_supervised=True)
+        if variable_size:
+            ds = ds.map(lambda im, lab: (_resize_uint8(im, image_size), lab))
+        images, labels = tfds.as_numpy(ds.batch(2**31 - 1).get_single_element())
+        return images, labels.astype(np.int64)
+
+    x, y = read("train")
+    test = read("test") if "test" in splits else None
+    return RawData(x, y, list(label.names), test=test)
+
+
+def _resize_uint8(image, size: tuple[int, int]):
+    import tensorflow as tf
+
+    resized = tf.image.resize(image, size, antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+# --- folder ----------------------------------------------------------------------
+
+
+def load_folder(
+    directory: str, *, image_size: tuple[int, int] | None = None
+) -> RawData:
+    """Loads ``DIR/CLASS/IMAGE`` files with Keras' image utilities.
+
+    Class names are the sorted subfolder names. A file that is not a readable image
+    is skipped with a warning naming it. Images are converted to RGB, or kept
+    grayscale when the first image is grayscale; they are resized to
+    ``image_size`` when given, and must otherwise all have the first one's size.
+    """
+    import keras
+
+    root = _existing_dir(directory, "folder")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    if not class_dirs:
+        raise ValueError(
+            f"folder source '{directory}' has no class subfolders; expected "
+            "DIR/CLASS_NAME/IMAGE files"
+        )
+    files = {d.name: sorted(filter(_is_data_file, d.rglob("*"))) for d in class_dirs}
+    color_mode = target = None
+    images, labels = [], []
+    for label, (name, paths) in enumerate(files.items()):
+        count = 0
+        for path in paths:
+            try:
+                if color_mode is None:
+                    mode = keras.utils.load_img(path).mode
+                    color_mode = "grayscale" if mode in ("1", "L", "I") else "rgb"
+                image = keras.utils.load_img(
+                    path, color_mode=color_mode, target_size=image_size
+                )
+                array = keras.utils.img_to_array(image, dtype="uint8")
+            except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+                warnings.warn(
+                    f"skipping {path}: not a readable image ({err})", stacklevel=3
+                )
+                continue
+            if target is None:
+                target = array.shape[:2]
+            if array.shape[:2] != target:
+                raise ValueError(
+                    f"folder source '{directory}': {path} is "
+                    f"{array.shape[0]}x{array.shape[1]} but earlier images are "
+                    f"{target[0]}x{target[1]}; pass image_size (CLI --image-size) "
+                    "to resize them all"
+                )
+            images.append(array)
+            labels.append(label)
+            count += 1
+        if count == 0:
+            raise ValueError(
+                f"folder source '{directory}': class folder '{name}' has no images"
+            )
+    return RawData(np.stack(images), np.array(labels, np.int64), list(files))
+
+
+def _is_data_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".")
+
+
+def _existing_dir(directory: str, scheme: str) -> Path:
+    root = Path(directory).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"{scheme} source directory '{directory}' does not exist")
+    if not any(root.iterdir()):
+        raise ValueError(f"{scheme} source directory '{directory}' is empty")
+    return root
+
+
+# --- CSV -------------------------------------------------------------------------
+
+
+def load_csv(path: str, label_column: str | None) -> RawData:
+    """Reads a table; ``label_column`` holds the classes, the rest are features.
+
+    Numeric columns stay numeric; non-numeric columns are categorical when they
+    have at most 50 distinct values, otherwise they are rejected.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"csv source file '{path}' does not exist")
+    frame = pd.read_csv(file)
+    if label_column is None or label_column not in frame.columns:
+        raise ValueError(
+            f"csv source '{path}': label column {label_column!r} not found; "
+            f"columns: {', '.join(map(str, frame.columns))} "
+            "(pass label_column=, CLI --label-column)"
+        )
+    labels = frame.pop(label_column)
+    if labels.isna().any():
+        raise ValueError(f"csv source '{path}': label column has missing values")
+    for column in frame.columns:
+        values = frame[column]
+        if not pd.api.types.is_numeric_dtype(values) and (
+            values.nunique() > MAX_CATEGORIES
+        ):
+            raise ValueError(
+                f"csv source '{path}': column '{column}' is not numeric and has "
+                f"{values.nunique()} distinct values (e.g. {values.iloc[0]!r}); "
+                f"categorical columns may have at most {MAX_CATEGORIES}. Fix or "
+                "drop the column."
+            )
+    values = labels.to_numpy()
+    if not pd.api.types.is_numeric_dtype(labels):
+        values = values.astype(str)
+    classes, ids = np.unique(values, return_inverse=True)
+    names = [str(c) for c in classes]
+    return RawData(frame, ids.astype(np.int64), names, task="tabular")
