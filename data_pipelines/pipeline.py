@@ -428,6 +428,8 @@ def _dataset(
     if cache is not False:
         ds = ds.batch(1024).map(lambda a, b: (preprocess(a), b), AUTOTUNE).unbatch()
         ds = ds.cache(cache if isinstance(cache, str) else "")
+        # unbatch() forgets the size; Keras needs it for steps per epoch.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(len(y)))
     if seed is not None:
         ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)

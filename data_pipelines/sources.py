@@ -365,7 +365,8 @@ def load_folder(
                 array = keras.utils.img_to_array(image, dtype="uint8")
             except OSError as err:  # PIL's UnidentifiedImageError is an OSError
                 warnings.warn(
-                    f"skipping {path}: not a readable image ({err})", stacklevel=3
+                    f"skipping {path}: not a readable image ({type(err).__name__})",
+                    stacklevel=4,  # the caller of data_pipelines.load
                 )
                 continue
             if target is None:

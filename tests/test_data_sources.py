@@ -1,0 +1,328 @@
+"""Sources of data_pipelines: digits, idx, tfds, folder, csv, numpy, and bad input."""
+
+import gzip
+import pathlib
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+import data_pipelines as dp
+from data_pipelines import sources
+
+MNIST_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+# Label histogram of the MNIST test set as published (LeCun, Cortes, Burges).
+MNIST_T10K_HISTOGRAM = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def as_arrays(ds):
+    """Concatenates a batched dataset into numpy (x, y)."""
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in ds), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# --- digits ----------------------------------------------------------------------
+
+
+def test_digits_split_sizes_balance_and_sklearn_test_split():
+    splits = dp.load("digits", batch_size=512, val_fraction=0.1, seed=0)
+    assert splits.info.sizes == {"train": 1293, "val": 144, "test": 360}
+    assert splits.info.raw_shape == splits.info.input_shape == (8, 8, 1)
+    assert splits.info.class_names == [str(d) for d in range(10)]
+
+    digits = load_digits()
+    index = np.arange(len(digits.target))
+    _, test_index = train_test_split(
+        index, test_size=0.2, stratify=digits.target, random_state=0
+    )
+    x_test, y_test = as_arrays(splits.test)
+    np.testing.assert_array_equal(y_test, digits.target[test_index])
+    expected = np.round(digits.images[test_index] * 255 / 16)[..., None]
+    np.testing.assert_allclose(x_test * 255, expected, atol=1e-3)
+
+    all_share = np.bincount(digits.target) / len(digits.target)
+    for split in (splits.train, splits.val, splits.test):
+        _, y = as_arrays(split)
+        assert np.abs(np.bincount(y, minlength=10) / len(y) - all_share).max() < 0.01
+
+
+def test_digits_val_follows_seed_and_test_does_not():
+    a = dp.load("digits", batch_size=2048, seed=0)
+    b = dp.load("digits", batch_size=2048, seed=1)
+    np.testing.assert_array_equal(as_arrays(a.test)[0], as_arrays(b.test)[0])
+    assert not np.array_equal(as_arrays(a.val)[0], as_arrays(b.val)[0])
+
+
+# --- idx -------------------------------------------------------------------------
+
+
+def test_idx_reads_the_real_mnist_test_set():
+    raw = sources.load_idx(str(MNIST_DIR))
+    assert raw.x.shape == (10000, 28, 28, 1) and raw.x.dtype == np.uint8
+    assert np.bincount(raw.y).tolist() == MNIST_T10K_HISTOGRAM
+    assert raw.test is None and raw.class_names == [str(d) for d in range(10)]
+
+    splits = dp.load(f"idx:{MNIST_DIR}", batch_size=1000, seed=0)
+    assert splits.info.sizes == {"train": 7200, "val": 800, "test": 2000}
+    _, y_test = as_arrays(splits.test)
+    expected = np.round(np.array(MNIST_T10K_HISTOGRAM) * 0.2)
+    assert np.abs(np.bincount(y_test) - expected).max() <= 1
+
+
+def write_idx(path, magic, dims, payload):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    with gzip.open(path, "wb") as f:
+        f.write(header + bytes(payload))
+
+
+def test_idx_train_and_test_pairs(tmp_path):
+    for prefix, n in (("train", 20), ("t10k", 10)):
+        write_idx(
+            tmp_path / f"{prefix}-images-idx3-ubyte.gz", 0x803, (n, 2, 2), [7] * n * 4
+        )
+        write_idx(
+            tmp_path / f"{prefix}-labels-idx1-ubyte.gz", 0x801, (n,), [0, 1] * (n // 2)
+        )
+    splits = dp.load(f"idx:{tmp_path}", val_fraction=0.2)
+    assert splits.info.sizes == {"train": 16, "val": 4, "test": 10}
+
+
+def test_idx_wrong_magic(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 0x801, (2, 2, 2), [0] * 8)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 0x801, (2,), [0, 1])
+    with pytest.raises(
+        ValueError, match=r"wrong IDX magic number 0x00000801; expected 0x00000803"
+    ):
+        dp.load(f"idx:{tmp_path}")
+
+
+def test_idx_mismatched_counts(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 0x803, (3, 2, 2), [0] * 12)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 0x801, (2,), [0, 1])
+    with pytest.raises(ValueError, match="has 3 images but .* has 2 labels"):
+        dp.load(f"idx:{tmp_path}")
+
+
+def test_idx_truncated_data(tmp_path):
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", 0x803, (3, 2, 2), [0] * 11)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", 0x801, (3,), [0, 1, 0])
+    with pytest.raises(ValueError, match=r"declares shape \(3, 2, 2\) \(12 bytes\)"):
+        dp.load(f"idx:{tmp_path}")
+
+
+def test_idx_without_idx_files(tmp_path):
+    (tmp_path / "readme.txt").write_text("no data")
+    with pytest.raises(ValueError, match="needs pairs of PREFIX-images-idx3-ubyte"):
+        dp.load(f"idx:{tmp_path}")
+
+
+# --- tfds ------------------------------------------------------------------------
+
+
+def mock_mnist(self, *args, **kwargs):
+    """40 fake MNIST examples, labels 0..9 four times (for stratified splits)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_generator(
+        lambda: (
+            {"image": np.full((28, 28, 1), i, np.uint8), "label": i % 10}
+            for i in range(40)
+        ),
+        output_signature={
+            "image": tf.TensorSpec((28, 28, 1), tf.uint8),
+            "label": tf.TensorSpec((), tf.int64),
+        },
+    )
+
+
+def test_tfds_with_mock_data():
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(as_dataset_fn=mock_mnist):
+        splits = dp.load("tfds:mnist", val_fraction=0.25, batch_size=64)
+    info = splits.info
+    assert info.source == "tfds:mnist" and info.raw_shape == (28, 28, 1)
+    assert info.class_names == [str(d) for d in range(10)]
+    assert info.sizes == {"train": 30, "val": 10, "test": 40}
+    x_test, y_test = as_arrays(splits.test)
+    np.testing.assert_array_equal(y_test, np.arange(40) % 10)
+    np.testing.assert_allclose(x_test[:, 0, 0, 0] * 255, np.arange(40), atol=1e-4)
+
+
+def test_tfds_unknown_name_lists_close_matches():
+    with pytest.raises(
+        ValueError, match=r"unknown TFDS dataset 'mnistt'; close matches: \['mnist'"
+    ):
+        dp.load("tfds:mnistt")
+
+
+def test_tfds_no_network_says_how_to_get_the_data(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def offline(self, *args, **kwargs):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(ValueError, match=r"could not be downloaded.*data_dir="):
+        dp.load("tfds:mnist", data_dir=str(tmp_path))
+
+
+# --- folder ----------------------------------------------------------------------
+
+
+def write_images(folder, n, color, size=(12, 10)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.new("RGB", size, (color[0], color[1], i)).save(folder / f"{i}.png")
+
+
+def test_folder_source_skips_corrupt_files_with_a_warning(tmp_path):
+    write_images(tmp_path / "cat", 10, (200, 0))
+    write_images(tmp_path / "dog", 10, (0, 200))
+    (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "dog" / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning) as record:
+        splits = dp.load(f"folder:{tmp_path}", val_fraction=0.25, test_fraction=0.2)
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 2
+    assert re.match(r"skipping .*dog/broken\.png: not a readable image", messages[0])
+    assert re.match(r"skipping .*dog/notes\.txt: not a readable image", messages[1])
+    info = splits.info
+    assert info.class_names == ["cat", "dog"] and info.raw_shape == (10, 12, 3)
+    assert info.sizes == {"train": 12, "val": 4, "test": 4}
+    x, y = as_arrays(splits.test)
+    red = np.broadcast_to(np.where(y == 0, 200.0, 0.0)[:, None, None], x.shape[:3])
+    np.testing.assert_allclose(x[..., 0] * 255, red, atol=1e-3)
+
+
+def test_folder_resizes_mixed_sizes_when_asked(tmp_path):
+    write_images(tmp_path / "a", 5, (9, 9), size=(8, 8))
+    write_images(tmp_path / "b", 5, (9, 9), size=(16, 12))
+    with pytest.raises(ValueError, match="pass image_size"):
+        dp.load(f"folder:{tmp_path}")
+    splits = dp.load(f"folder:{tmp_path}", image_size=6, val_fraction=0.25)
+    assert splits.info.raw_shape == splits.info.input_shape == (6, 6, 3)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, r"folder source directory '.*missing' does not exist"),
+        (lambda p: p.mkdir(), "is empty"),
+        (
+            lambda p: (p / "x.png").parent.mkdir() or (p / "x.png").write_text(""),
+            "has no class subfolders",
+        ),
+        (
+            lambda p: write_images(p / "a", 3, (0, 0)) or (p / "b").mkdir(),
+            "class folder 'b' has no images",
+        ),
+        (lambda p: write_images(p / "only", 3, (0, 0)), r"1 class\(es\) \['only'\]"),
+    ],
+)
+def test_folder_bad_input(tmp_path, make, message):
+    root = tmp_path / "missing"
+    make(root)
+    with pytest.raises(ValueError, match=message):
+        dp.load(f"folder:{root}")
+
+
+# --- csv -------------------------------------------------------------------------
+
+
+def make_table(n=60):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "size": rng.normal(50, 10, n),
+            "weight": rng.normal(3, 1, n),
+            "color": rng.choice(["red", "green", "blue"], n),
+            "species": np.array(["a", "b", "c"])[np.arange(n) % 3],
+        }
+    )
+
+
+def test_csv_source_standardizes_with_train_stats_and_one_hot_encodes(tmp_path):
+    table = make_table()
+    table.to_csv(tmp_path / "t.csv", index=False)
+    splits = dp.load(
+        f"csv:{tmp_path / 't.csv'}", label_column="species", batch_size=100
+    )
+    info = splits.info
+    assert info.task == "tabular" and info.class_names == ["a", "b", "c"]
+    assert info.tabular["feature_names"] == [
+        "size",
+        "weight",
+        "color=blue",
+        "color=green",
+        "color=red",
+    ]
+    assert info.input_shape == (5,) and sum(info.sizes.values()) == 60
+    x_train, _ = as_arrays(splits.train)
+    np.testing.assert_allclose(x_train[:, :2].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(x_train[:, :2].std(0), 1, atol=1e-5)
+    assert set(np.unique(x_train[:, 2:])) == {0.0, 1.0}
+    np.testing.assert_array_equal(x_train[:, 2:].sum(1), 1)
+    x_test, _ = as_arrays(splits.test)
+    assert abs(x_test[:, 0].mean()) > 1e-3  # test data is not re-standardized
+
+
+def test_csv_missing_label_column_lists_columns(tmp_path):
+    make_table().to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(
+        ValueError, match=r"label column 'kind' not found; columns: size, weight, color"
+    ):
+        dp.load(f"csv:{tmp_path / 't.csv'}", label_column="kind")
+
+
+def test_csv_rejects_free_text_features(tmp_path):
+    table = make_table()
+    table["comment"] = [f"note {i}" for i in range(len(table))]
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError, match="column 'comment' is not numeric and has 60"):
+        dp.load(f"csv:{tmp_path / 't.csv'}", label_column="species")
+
+
+# --- numpy and source strings ----------------------------------------------------
+
+
+def test_numpy_arrays_become_uint8_images():
+    x = np.linspace(0, 1, 40 * 4 * 4).reshape(40, 4, 4)
+    y = np.repeat(["no", "yes"], 20)
+    splits = dp.load((x, y), val_fraction=0.25, batch_size=64)
+    assert splits.info.raw_shape == (4, 4, 1) and splits.info.class_names == [
+        "no",
+        "yes",
+    ]
+    assert splits.info.sizes == {"train": 24, "val": 8, "test": 8}
+    x_test, _ = as_arrays(splits.test)
+    assert np.allclose(x_test * 255, np.round(x_test * 255), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("mnist", r"unknown dataset source 'mnist'; allowed: digits, idx:DIR, tfds:"),
+        ("folderr:/x", "did you mean 'folder'"),
+        ("idx", "source 'idx' needs an argument"),
+        ("digits:8", "source 'digits' takes no argument"),
+    ],
+)
+def test_parse_source_errors(source, message):
+    with pytest.raises(ValueError, match=message):
+        dp.parse_source(source)
+
+
+def test_parse_source_forms():
+    assert dp.parse_source("tfds:mnist:3.0.1") == dp.SourceSpec("tfds", "mnist:3.0.1")
+    assert str(dp.parse_source("csv:/a/b.csv")) == "csv:/a/b.csv"
+    assert str(dp.parse_source("digits")) == "digits"
+
+
+def test_fewer_than_two_classes():
+    with pytest.raises(ValueError, match="needs at least 2"):
+        dp.load((np.zeros((10, 4, 4), np.uint8), np.zeros(10)))
