@@ -1,0 +1,450 @@
+"""SavedModel export: parity in a fresh process, signature, versions, atomicity, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import data_pipelines
+import zoo
+from zoo import cli, export
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASS_NAMES = [f"digit_{i}" for i in range(10)]
+RAW_SHAPE = (8, 8, 1)  # scikit-learn digits as the source yields them
+INPUT_SHAPE = (32, 32, 1)
+
+
+def _digits_uint8(n: int) -> np.ndarray:
+    """Real handwritten digits (0..16 ink) as raw uint8 images (0..255)."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images[:n]
+    return np.round(images * 255 / 16).astype(np.uint8)[..., None]
+
+
+def _tree_digest(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _entries(base: Path) -> list[str]:
+    return sorted(p.name for p in base.iterdir()) if base.exists() else []
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    keras.utils.set_random_seed(0)
+    return zoo.build("lenet5", input_shape=INPUT_SHAPE, num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def run_dir(lenet, tmp_path_factory) -> Path:
+    """A run directory as the training app writes it, made by hand."""
+    run = tmp_path_factory.mktemp("runs") / "20261121-223000-lenet5-digits"
+    run.mkdir()
+    info = data_pipelines.DatasetInfo(
+        source="digits",
+        num_classes=10,
+        class_names=CLASS_NAMES,
+        input_shape=INPUT_SHAPE,
+        raw_shape=RAW_SHAPE,
+        sizes={"train": 1257, "val": 270, "test": 270},
+        mean=[0.3],
+        std=[0.4],
+    )
+    (run / "config.json").write_text(
+        json.dumps({"model": "lenet5", "dataset": "digits"})
+    )
+    (run / "dataset.json").write_text(json.dumps(info.to_dict()))
+    (run / "metrics.json").write_text(json.dumps({"accuracy": 0.97, "loss": 0.1}))
+    lenet.save(run / "best.keras")
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> Path:
+    """Version 1 of the run exported with raw uint8 input and top-3."""
+    base = tmp_path_factory.mktemp("saved_models") / "lenet5_digits"
+    path = export.export_saved_model(
+        run_dir, base, top_k=3, sample_images=_digits_uint8(16)
+    )
+    assert path == base / "1"
+    return path
+
+
+def test_layout_and_meta(exported, run_dir):
+    assert {
+        "saved_model.pb",
+        "variables",
+        "model.keras",
+        "preprocessing.keras",
+        "export_meta.json",
+    } <= set(_entries(exported))
+    assert _entries(exported.parent) == ["1"]
+    meta = json.loads((exported / "export_meta.json").read_text())
+    assert meta["model"] == "lenet5"
+    assert meta["input_shape"] == [8, 8, 1] and meta["input_dtype"] == "uint8"
+    assert meta["model_input_shape"] == [32, 32, 1]
+    assert meta["class_names"] == CLASS_NAMES and meta["top_k"] == 3
+    assert meta["training_metrics"] == {"accuracy": 0.97, "loss": 0.1}
+    assert meta["source_run"] == str(run_dir.resolve())
+    assert meta["package_versions"]["tensorflow"] == tf.__version__
+    assert meta["verification"]["max_abs_diff"] <= 1e-5
+    assert meta["verification"]["imported_project"] == []
+
+
+def test_round_trip_parity_float32_in_fresh_process(exported):
+    report = export.verify(exported.parent, _digits_uint8(32))
+    assert report.ok and report.path == str(exported)
+    assert report.tolerance == 1e-5 and report.num_samples == 32
+    assert report.max_abs_diff <= 1e-5 and report.batch1_max_abs_diff <= 1e-5
+    assert report.top1_agreement == 1.0
+    assert report.imported_project == ()
+
+
+def test_raw_uint8_input_gives_keras_classes(exported, lenet, run_dir):
+    images = _digits_uint8(64)
+    info = data_pipelines.DatasetInfo.from_dict(
+        json.loads((run_dir / "dataset.json").read_text())
+    )
+    x = data_pipelines.preprocessing_model(info)(images.astype("float32"))
+    expected = np.asarray(lenet(x, training=False))
+    loaded = tf.saved_model.load(str(exported))
+    out = loaded.signatures["serving_default"](images=tf.constant(images))
+    assert sorted(out) == ["class_ids", "probabilities", "scores"]
+    assert out["probabilities"].dtype == tf.float32
+    np.testing.assert_array_equal(out["class_ids"][:, 0], expected.argmax(-1))
+    np.testing.assert_array_equal(
+        out["class_ids"], np.argsort(-expected, axis=-1, kind="stable")[:, :3]
+    )
+    assert np.max(np.abs(out["probabilities"].numpy() - expected)) <= 1e-5
+    np.testing.assert_allclose(out["scores"], np.sort(expected)[:, ::-1][:, :3])
+
+
+def test_saved_model_cli_shows_named_signature(exported):
+    proc = subprocess.run(
+        ["saved_model_cli", "show", "--dir", str(exported), "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    section = proc.stdout.split("signature_def['serving_default']:")[1]
+    section = section.split("signature_def[")[0]
+    fields = re.findall(
+        r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: \(([^)]*)\)",
+        section,
+    )
+    assert fields == [
+        ("inputs", "images", "DT_UINT8", "-1, 8, 8, 1"),
+        ("outputs", "class_ids", "DT_INT32", "-1, 3"),
+        ("outputs", "probabilities", "DT_FLOAT", "-1, 10"),
+        ("outputs", "scores", "DT_FLOAT", "-1, 3"),
+    ]
+    assert "Method name is: tensorflow/serving/predict" in section
+
+
+def test_float16_parity_within_stated_tolerance(lenet, tmp_path):
+    images = np.random.default_rng(1).integers(0, 256, (16, *INPUT_SHAPE), np.uint8)
+    path = export.export_saved_model(
+        lenet, tmp_path / "fp16", precision="float16", sample_images=images
+    )
+    report = export.verify(path, images)
+    assert report.precision == "float16" and report.tolerance == 5e-3
+    assert 0 < report.max_abs_diff <= 5e-3
+    meta = json.loads((path / "export_meta.json").read_text())
+    assert meta["precision"] == "float16" and meta["raw_image_input"] is True
+    assert _xla_functions(path) == []
+    # Default preprocessing of a bare model: Rescaling(1/255) only, same input size.
+    assert meta["input_shape"] == list(INPUT_SHAPE)
+    assert meta["class_names"] == [str(i) for i in range(10)] and meta["top_k"] == 5
+
+
+@pytest.mark.slow
+def test_bfloat16_xla_float_input_multi_output(tmp_path):
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(6, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Dropout(0.5)(keras.layers.GlobalAveragePooling2D()(x))
+    main = keras.layers.Dense(4, activation="softmax", name="main")(x)
+    aux = keras.layers.Dense(4, activation="softmax", name="aux")(x)
+    model = keras.Model(inputs, [main, aux])
+    samples = np.random.default_rng(2).random((8, 12, 12, 3), np.float32)
+    path = export.export_saved_model(
+        model,
+        tmp_path / "m",
+        raw_image_input=False,
+        precision="bfloat16",
+        jit_compile=True,
+        top_k=2,
+        sample_images=samples,
+    )
+    report = export.verify(path, samples)
+    assert report.ok and report.tolerance == 5e-2
+    assert report.max_abs_diff <= 5e-2
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](
+        images=tf.constant(samples)
+    )
+    assert out["probabilities"].shape == (8, 4) and out["class_ids"].shape == (8, 2)
+    meta = json.loads((path / "export_meta.json").read_text())
+    assert (meta["input_dtype"], meta["jit_compile"]) == ("float32", True)
+
+
+def test_second_export_is_version_2_and_version_1_untouched(exported, tmp_path):
+    base = tmp_path / "lenet5_digits"
+    shutil.copytree(exported.parent, base)
+    before = _tree_digest(base / "1")
+    model = keras.saving.load_model(exported / "model.keras")
+    path = export.export_saved_model(model, base, version=None, top_k=2)
+    assert path == base / "2"
+    assert export.list_versions(base) == [1, 2] and _entries(base) == ["1", "2"]
+    assert _tree_digest(base / "1") == before
+    with pytest.raises(ValueError, match=r"version 1 already exists in .*\[1, 2\]"):
+        export.export_saved_model(model, base, version=1)
+    assert _tree_digest(base / "1") == before and _entries(base) == ["1", "2"]
+
+
+def test_killed_export_leaves_no_partial_version(exported, tmp_path):
+    base = tmp_path / "lenet5_digits"
+    shutil.copytree(exported.parent, base)
+    before = _tree_digest(base / "1")
+    marker = tmp_path / "writing"
+    script = textwrap.dedent(f"""
+        import pathlib, time
+        import keras
+        import zoo
+        from zoo import export
+        def verify(path, samples):  # the SavedModel is written: stall here
+            pathlib.Path({str(marker)!r}).write_text(str(path))
+            time.sleep(600)
+        export.verify = verify
+        model = keras.saving.load_model({str(exported / "model.keras")!r})
+        export.export_saved_model(model, {str(base)!r})
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, "export subprocess died before writing"
+            time.sleep(0.2)
+        assert marker.exists(), "export subprocess never reached verification"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    partial = Path(marker.read_text())
+    assert (partial / "saved_model.pb").is_file()  # it was killed mid-export
+    assert partial.name.startswith(".tmp-export-")
+    assert export.list_versions(base) == [1] and _tree_digest(base / "1") == before
+    # The next export removes the dead process's leftovers and takes version 2.
+    model = keras.saving.load_model(exported / "model.keras")
+    assert export.export_saved_model(model, base) == base / "2"
+    assert _entries(base) == ["1", "2"]
+
+
+def test_bad_inputs_fail_with_clear_errors_and_write_nothing(
+    lenet, run_dir, exported, tmp_path
+):
+    base = tmp_path / "out"
+    as_file = tmp_path / "file"
+    as_file.write_text("x")
+    empty_run = tmp_path / "run-without-model"
+    empty_run.mkdir()
+    (empty_run / "config.json").write_text('{"model": "lenet5"}')
+    cases = [
+        ((lenet, as_file), {}, r"export path '.*file' exists and is a file"),
+        (
+            (empty_run, base),
+            {},
+            r"run directory '.*run-without-model' has no model: "
+            r"expected best\.keras or last\.keras",
+        ),
+        (
+            (lenet, base),
+            {"top_k": 11},
+            r"top_k=11 is out of range: the model has 10 classes, so top_k must be "
+            r"1\.\.10",
+        ),
+        (
+            (lenet, base),
+            {"precision": "float8"},
+            r"unknown precision 'float8'; allowed: float32, float16, bfloat16",
+        ),
+        (
+            (lenet, base),
+            {"class_names": ["a", "b"]},
+            r"received 2 class names for a model with 10 classes",
+        ),
+        (
+            (lenet, base),
+            {"sample_images": np.zeros((2, 8, 8, 1), np.uint8)},
+            r"sample images have shape \(2, 8, 8, 1\); the serving input takes "
+            r"\(batch, 32, 32, 1\)",
+        ),
+        (
+            (run_dir, base),
+            {"raw_shape": (8, 8, 3)},
+            r"preprocessing maps raw inputs \(8, 8, 3\) to \(32, 32, 3\), but the "
+            r"model takes \(32, 32, 1\)",
+        ),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            export.export_saved_model(*args, **kwargs)
+    with pytest.raises(ValueError, match=r"version 1 already exists"):
+        export.export_saved_model(lenet, exported.parent, version=1)
+    assert _entries(base) == [] and as_file.read_text() == "x"
+    assert _entries(exported.parent) == ["1"]
+
+
+def _xla_functions(version_dir: Path) -> list[str]:
+    """Names of the SavedModel's functions marked for XLA compilation."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    names = {
+        re.sub(r"^__inference_(\w+?)_\d+$", r"\1", f.signature.name)
+        for f in library
+        if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b
+    }
+    return sorted(names)
+
+
+def _write_png(path: Path, array: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_zoo_predict_on_png_files(exported, tmp_path, capsys):
+    digits = _digits_uint8(2)
+    first = _write_png(tmp_path / "first.png", digits[0, ..., 0])
+    second = _write_png(tmp_path / "second.png", digits[1, ..., 0])
+    table = export.predict(exported.parent, [first, second])
+    out = tf.saved_model.load(str(exported)).signatures["serving_default"](
+        images=tf.constant(digits)
+    )
+    assert list(table.columns) == ["image", "rank", "class_id", "class_name", "score"]
+    assert table["rank"].tolist() == [1, 2, 3, 1, 2, 3]
+    assert table["class_id"].tolist() == out["class_ids"].numpy().ravel().tolist()
+    assert table["class_name"].tolist() == [
+        CLASS_NAMES[i] for i in out["class_ids"].numpy().ravel()
+    ]
+    np.testing.assert_allclose(table["score"], out["scores"].numpy().ravel())
+
+    assert (
+        cli.main(
+            ["predict", str(exported.parent), str(first), str(second), "--top-k", "1"]
+        )
+        == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and "class_name" in lines[0]
+    assert lines[1].split()[:4] == [
+        str(first),
+        "1",
+        str(table["class_id"][0]),
+        table["class_name"][0],
+    ]
+
+
+def test_predict_resizes_and_converts_with_warnings(exported, tmp_path):
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[4:12, 4:12] = 255
+    big = _write_png(tmp_path / "big_rgb.png", rgb)
+    with pytest.warns(UserWarning) as record:
+        table = export.predict(exported, [big], top_k=2)
+    messages = [str(w.message) for w in record]
+    assert any("converted RGB to L (1 channel(s))" in m for m in messages)
+    assert any("resized 16x16 to 8x8" in m for m in messages)
+    assert len(table) == 2
+
+
+def test_predict_bad_inputs(exported, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=r"cannot read image '.*corrupt\.png'"):
+        export.predict(exported, [corrupt])
+    with pytest.raises(
+        ValueError,
+        match=r"top_k=4 is not available: this export "
+        r"returns 1\.\.3 classes",
+    ):
+        export.predict(exported, [corrupt], top_k=4)
+    with pytest.raises(ValueError, match=r"no SavedModel at '.*nowhere'"):
+        export.predict(tmp_path / "nowhere", [corrupt])
+    assert cli.main(["predict", str(exported), str(corrupt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("zoo predict: error: cannot read image")
+
+
+def test_zoo_export_and_serve_bench_commands(run_dir, tmp_path, capsys):
+    base = tmp_path / "cli"
+    assert (
+        cli.main(
+            [
+                "export",
+                str(run_dir),
+                "--out",
+                str(base),
+                "--top-k",
+                "2",
+                "--jit-compile",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.strip().endswith(str(base / "1"))
+    meta = json.loads((base / "1" / "export_meta.json").read_text())
+    assert (meta["top_k"], meta["jit_compile"], meta["precision"]) == (
+        2,
+        True,
+        "float32",
+    )
+    assert meta["verification"]["max_abs_diff"] <= 1e-5
+    assert _xla_functions(base / "1") == ["classify"]  # model + top-k, not resize
+
+    table = export.serve_bench(base, [1, 4], repeats=2)
+    assert table["batch_size"].tolist() == [1, 4]
+    assert (table["median_ms"] > 0).all() and (table["images_per_s"] > 0).all()
+    assert (
+        cli.main(["serve-bench", str(base), "--batch-sizes", "1,2", "--repeats", "2"])
+        == 0
+    )
+    assert "images_per_s" in capsys.readouterr().out
+
+    assert (
+        cli.main(["export", str(run_dir), "--out", str(base), "--precision", "int4"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "zoo export: error: unknown precision 'int4'; allowed: float32, float16, "
+        "bfloat16. Use float16 (most GPUs) or bfloat16 (Ampere or newer, TPUs)."
+    ]
+    assert _entries(base) == ["1"]

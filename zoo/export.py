@@ -1,0 +1,797 @@
+"""SavedModel export for TensorFlow Serving, verified by TensorFlow's own loader.
+
+Layout written under a base directory (the TensorFlow Serving convention)::
+
+    <base>/<version>/saved_model.pb, variables/, fingerprint.pb, assets/
+    <base>/<version>/export_meta.json      # model, shapes, classes, metrics, versions
+    <base>/<version>/model.keras           # the trained Keras model, for Python users
+    <base>/<version>/preprocessing.keras   # raw-input exports: the preprocessing model
+
+A version is written to a hidden temporary directory beside the versions, verified
+in a fresh Python process that imports only TensorFlow and NumPy, then renamed into
+place: a crash leaves earlier versions untouched and never a partial version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("probabilities", "class_ids", "scores")
+META_FILE = "export_meta.json"
+KERAS_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.keras"
+RUN_MODEL_FILES = ("best.keras", "last.keras")
+DEFAULT_TOP_K = 5
+# Keras dtype policy per precision: variables stay float32, computations run in
+# the reduced type, the classifier layer and the outputs stay float32.
+PRECISION_POLICIES = {
+    "float32": None,
+    "float16": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+}
+# Max abs difference of `probabilities` against the float32 Keras model accepted
+# by `verify`. Reduced-precision bounds are about 10x the largest difference
+# measured on lenet5/resnet20/resnet50 here (see docs/export.md).
+TOLERANCES = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 5e-2}
+_TMP_PREFIX = ".tmp-export-"
+_NUM_SAMPLES = 8
+
+# Runs in the verification subprocess: TensorFlow and NumPy only, never this
+# project, so the artifact is proven loadable by a plain TensorFlow runtime.
+_VERIFY_SCRIPT = """
+import sys
+import numpy as np
+import tensorflow as tf
+saved_dir, inputs_path, outputs_path = sys.argv[1:4]
+images = np.load(inputs_path)
+loaded = tf.saved_model.load(saved_dir)
+serve = loaded.signatures["serving_default"]
+outputs = {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
+single = serve(images=tf.constant(images[:1]))["probabilities"].numpy()
+project = [m for m in ("zoo", "data_pipelines", "tuning") if m in sys.modules]
+np.savez(outputs_path, batch1_probabilities=single,
+         imported_project=np.array(project, dtype=str), **outputs)
+"""
+
+
+class VerificationError(RuntimeError):
+    """The exported SavedModel does not reproduce the Keras model."""
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Result of reloading a SavedModel in a fresh process and comparing it.
+
+    Attributes:
+        path: The version directory that was verified.
+        precision: Serving precision recorded in export_meta.json.
+        tolerance: Largest accepted max abs difference of `probabilities`.
+        num_samples: Number of sample images compared.
+        max_abs_diff: Max abs difference, whole batch vs the Keras model.
+        batch1_max_abs_diff: Same for the first image sent alone (dynamic batch).
+        top1_agreement: Fraction of samples whose top class matches Keras.
+        imported_project: Project modules the subprocess imported (must be empty).
+    """
+
+    path: str
+    precision: str
+    tolerance: float
+    num_samples: int
+    max_abs_diff: float
+    batch1_max_abs_diff: float
+    top1_agreement: float
+    imported_project: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether both differences are within tolerance and the loader was clean."""
+        return (
+            self.max_abs_diff <= self.tolerance
+            and self.batch1_max_abs_diff <= self.tolerance
+            and not self.imported_project
+        )
+
+
+@dataclass
+class _Source:
+    """A model and what export needs to know about it."""
+
+    model: keras.Model
+    name: str
+    preprocessing: keras.Layer | None = None
+    class_names: list[str] | None = None
+    raw_shape: tuple[int, ...] | None = None
+    raw_dtype: str = "uint8"  # "float32" for tabular runs: encoded feature vectors
+    metrics: dict[str, Any] | None = None
+    run_dir: str | None = None
+
+
+def list_versions(base_dir: str | os.PathLike) -> list[int]:
+    """Integer versions present under an export base directory, ascending."""
+    base = Path(base_dir)
+    if not base.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()
+    )
+
+
+def resolve_version_dir(path: str | os.PathLike) -> Path:
+    """The version directory for `path`: itself, or the latest version of a base.
+
+    Raises:
+        ValueError: If `path` holds neither a SavedModel nor integer versions.
+    """
+    path = Path(path)
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = list_versions(path)
+    if not versions:
+        raise ValueError(
+            f"no SavedModel at '{path}': expected <base>/<version>/saved_model.pb "
+            "or a version directory. Export one first with `zoo export RUN_DIR "
+            "--out BASE`."
+        )
+    return path / str(versions[-1])
+
+
+def export_saved_model(
+    model_or_run_dir: keras.Model | str | os.PathLike,
+    base_dir: str | os.PathLike,
+    *,
+    version: int | None = None,
+    raw_image_input: bool = True,
+    preprocessing: keras.Layer | None = None,
+    raw_shape: Sequence[int] | None = None,
+    top_k: int | None = None,
+    class_names: Sequence[str] | None = None,
+    precision: str = "float32",
+    jit_compile: bool = False,
+    sample_images: np.ndarray | None = None,
+) -> Path:
+    """Export a classifier as a verified, TensorFlow Serving-ready SavedModel.
+
+    Args:
+        model_or_run_dir: A `keras.Model`, a `.keras` file, or a training run
+            directory (config.json, dataset.json, best.keras or last.keras,
+            metrics.json).
+        base_dir: Export root; the version is written to `<base_dir>/<version>`.
+        version: Integer version to write; `None` takes the next free one. An
+            existing version is never overwritten.
+        raw_image_input: Serve uint8 images and preprocess inside the graph.
+            `False` serves float32 model inputs as they are.
+        preprocessing: Keras layer/model mapping raw uint8 batches to model inputs
+            (e.g. `data_pipelines.preprocessing_model(info)`). Default: built from
+            a run's dataset.json, else `Rescaling(1/255)` only.
+        raw_shape: Shape of one raw image, if `preprocessing` has no Input to read
+            it from. Default: the preprocessing input shape, else the model's.
+        top_k: Number of `class_ids`/`scores` returned (default min(5, classes)).
+        class_names: Class names for export_meta.json (default: the run's, else
+            "0".."n-1").
+        precision: "float32", "float16" or "bfloat16" computations; outputs are
+            float32 in every case.
+        jit_compile: XLA-compile the serving function.
+        sample_images: Images used to verify the export (a batch of the serving
+            input shape); default 8 seeded random images.
+
+    Returns:
+        The version directory that was written.
+
+    Raises:
+        ValueError: On bad arguments; nothing is written then.
+        VerificationError: If the reloaded SavedModel disagrees with the model.
+    """
+    base = Path(base_dir)
+    if base.exists() and not base.is_dir():
+        raise ValueError(
+            f"export path '{base}' exists and is a file; it must be a directory "
+            "holding integer versions. Pass another --out."
+        )
+    if precision not in PRECISION_POLICIES:
+        raise ValueError(
+            f"unknown precision '{precision}'; allowed: "
+            f"{', '.join(PRECISION_POLICIES)}. Use float16 (most GPUs) or bfloat16 "
+            "(Ampere or newer, TPUs)."
+        )
+    if version is not None:
+        _check_version_free(base, version)
+    source = _load_source(model_or_run_dir)
+    model = _single_output(source.model)
+    input_shape = tuple(model.inputs[0].shape[1:])
+    if len(model.inputs) != 1 or None in input_shape:
+        raise ValueError(
+            f"export needs one image input of fixed size; received inputs "
+            f"{[tuple(t.shape) for t in model.inputs]}. Build the model with a full "
+            "input_shape."
+        )
+    num_classes = int(model.outputs[0].shape[-1])
+    top_k = _check_top_k(top_k, num_classes)
+    names = _class_names(class_names or source.class_names, num_classes)
+
+    if raw_image_input:
+        preprocessing = preprocessing or source.preprocessing
+        if preprocessing is None:
+            preprocessing = keras.Sequential(
+                [
+                    keras.Input(input_shape, dtype="uint8"),
+                    keras.layers.Rescaling(1 / 255),
+                ],
+                name="rescaling_only",
+            )
+        raw = _raw_shape(preprocessing, raw_shape or source.raw_shape, input_shape)
+        spec = tf.TensorSpec((None, *raw), source.raw_dtype, name=INPUT_NAME)
+        _check_preprocessing(preprocessing, spec, input_shape)
+    elif preprocessing is not None:
+        raise ValueError(
+            "preprocessing was given with raw_image_input=False; it is applied only "
+            "to raw uint8 inputs. Pass raw_image_input=True or drop preprocessing."
+        )
+    else:
+        spec = tf.TensorSpec((None, *input_shape), tf.float32, name=INPUT_NAME)
+    samples = _samples(sample_images, spec)
+
+    base.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_dirs(base)
+    version = version or (max(list_versions(base), default=0) + 1)
+    tmp = base / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        serving_model = _with_precision(model, precision)
+        serve = _serving_function(
+            serving_model, preprocessing, spec, top_k, jit_compile
+        )
+        archive = keras.export.ExportArchive()
+        archive.track(serving_model)
+        if preprocessing is not None:
+            archive.track(preprocessing)
+        # The endpoint is our own tf.function: add_endpoint(input_signature=...)
+        # would wrap fn in a tf.function without jit_compile and without our
+        # named dict outputs. The first endpoint is also saved as
+        # "serving_default", the signature TF Serving calls.
+        archive.add_endpoint("serve", serve)
+        archive.write_out(str(tmp), verbose=False)
+        source.model.save(tmp / KERAS_FILE)
+        if preprocessing is not None:
+            preprocessing.save(tmp / PREPROCESSING_FILE)
+        meta = {
+            "model": source.name,
+            "version": version,
+            "input_name": INPUT_NAME,
+            "input_dtype": spec.dtype.name,
+            "input_shape": list(spec.shape[1:]),
+            "model_input_shape": list(input_shape),
+            "raw_image_input": raw_image_input,
+            "num_classes": num_classes,
+            "class_names": names,
+            "top_k": top_k,
+            "outputs": list(OUTPUT_NAMES),
+            "precision": precision,
+            "jit_compile": jit_compile,
+            "training_metrics": source.metrics,
+            "source_run": source.run_dir,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "package_versions": _package_versions(),
+        }
+        _write_json(tmp / META_FILE, meta)
+        report = verify(tmp, samples)
+        if not report.ok:
+            raise VerificationError(
+                f"exported SavedModel disagrees with the Keras model: {report}"
+            )
+        meta["verification"] = {
+            k: v for k, v in asdict(report).items() if k not in ("path", "precision")
+        }
+        _write_json(tmp / META_FILE, meta)
+        final = base / str(version)
+        try:
+            os.rename(tmp, final)
+        except OSError as err:
+            raise ValueError(
+                f"version {version} appeared in '{base}' during the export; versions "
+                "are never overwritten. Export again to get the next version."
+            ) from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def verify(
+    path: str | os.PathLike,
+    sample_images: np.ndarray | None = None,
+    *,
+    tolerance: float | None = None,
+) -> VerifyReport:
+    """Reload a SavedModel in a fresh process and compare it with its Keras model.
+
+    The subprocess imports only TensorFlow and NumPy, loads the SavedModel with
+    `tf.saved_model.load` and calls `serving_default` on the samples (whole batch
+    and the first image alone). The reference is computed here with the exported
+    `model.keras` (and `preprocessing.keras`) in float32.
+
+    Args:
+        path: A version directory, or a base directory (its latest version).
+        sample_images: A batch of the serving input shape and dtype; default 8
+            seeded random images.
+        tolerance: Accepted max abs difference of `probabilities`; default from
+            `TOLERANCES` for the export's precision.
+
+    Returns:
+        The comparison; check `report.ok`.
+
+    Raises:
+        ValueError: If `path` is not an export or the samples do not fit it.
+        VerificationError: If the subprocess cannot load or call the SavedModel.
+    """
+    version_dir = resolve_version_dir(path)
+    meta_path = version_dir / META_FILE
+    if not meta_path.is_file():
+        raise ValueError(
+            f"'{version_dir}' has no {META_FILE}; verify needs an export written by "
+            "zoo.export.export_saved_model."
+        )
+    meta = json.loads(meta_path.read_text())
+    spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
+    samples = _samples(sample_images, spec)
+
+    model = _single_output(
+        keras.saving.load_model(version_dir / KERAS_FILE, compile=False)
+    )
+    x = samples
+    if (version_dir / PREPROCESSING_FILE).is_file():
+        preprocessing = keras.saving.load_model(
+            version_dir / PREPROCESSING_FILE, compile=False
+        )
+        x = preprocessing(samples, training=False)
+    reference = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float32)
+
+    with tempfile.TemporaryDirectory(prefix="zoo-verify-") as work:
+        inputs_path = Path(work) / "images.npy"
+        outputs_path = Path(work) / "outputs.npz"
+        np.save(inputs_path, samples)
+        cmd = [
+            sys.executable,
+            "-I",
+            "-c",
+            _VERIFY_SCRIPT,
+            str(version_dir),
+            str(inputs_path),
+            str(outputs_path),
+        ]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
+        if proc.returncode != 0:
+            errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", proc.stderr, re.M)
+            last = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise VerificationError(
+                f"tf.saved_model.load/serving_default failed in a fresh process "
+                f"(exit {proc.returncode}): {last}"
+            )
+        with np.load(outputs_path) as out:
+            probabilities = out["probabilities"]
+            batch1 = out["batch1_probabilities"]
+            class_ids = out["class_ids"]
+            imported = tuple(str(m) for m in out["imported_project"])
+
+    precision = meta["precision"]
+    return VerifyReport(
+        path=str(version_dir),
+        precision=precision,
+        tolerance=TOLERANCES[precision] if tolerance is None else tolerance,
+        num_samples=len(samples),
+        max_abs_diff=float(np.max(np.abs(probabilities - reference))),
+        batch1_max_abs_diff=float(np.max(np.abs(batch1 - reference[:1]))),
+        top1_agreement=float(np.mean(class_ids[:, 0] == reference.argmax(-1))),
+        imported_project=imported,
+    )
+
+
+def load_images(
+    image_paths: Sequence[str | os.PathLike], shape: Sequence[int]
+) -> np.ndarray:
+    """Read image files into a uint8 batch of one raw image `shape`.
+
+    Images of another size are resized (bilinear) and images of another colour
+    mode converted (e.g. RGB to grayscale), each with a `UserWarning`.
+
+    Args:
+        image_paths: PNG, JPEG or any file Pillow reads.
+        shape: (height, width), (height, width, 1) or (height, width, 3).
+
+    Returns:
+        A uint8 array of shape (len(image_paths), *shape).
+
+    Raises:
+        ValueError: If a file is missing or unreadable, or `shape` has a channel
+            count other than 1 or 3.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    height, width = shape[:2]
+    channels = shape[2] if len(shape) == 3 else 1
+    if channels not in (1, 3):
+        raise ValueError(
+            f"image files can feed 1 or 3 channels; the model takes {tuple(shape)}. "
+            "Call the SavedModel's serving_default with arrays instead."
+        )
+    mode = "L" if channels == 1 else "RGB"
+    batch = []
+    for image_path in image_paths:
+        try:
+            with Image.open(image_path) as image:
+                image.load()
+        except (OSError, UnidentifiedImageError) as err:
+            raise ValueError(
+                f"cannot read image '{image_path}': {err}. Pass PNG or JPEG files."
+            ) from err
+        if image.mode != mode:
+            warnings.warn(
+                f"{image_path}: converted {image.mode} to {mode} "
+                f"({channels} channel(s)) for the model",
+                UserWarning,
+                stacklevel=2,
+            )
+            image = image.convert(mode)
+        if image.size != (width, height):
+            warnings.warn(
+                f"{image_path}: resized {image.size[0]}x{image.size[1]} to "
+                f"{width}x{height} (width x height) for the model",
+                UserWarning,
+                stacklevel=2,
+            )
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+        batch.append(np.asarray(image, dtype=np.uint8).reshape(shape))
+    return np.stack(batch)
+
+
+def predict(
+    path: str | os.PathLike,
+    image_paths: Sequence[str | os.PathLike],
+    *,
+    top_k: int | None = None,
+) -> pd.DataFrame:
+    """Top-k classes of image files from an exported SavedModel (raw input only).
+
+    Args:
+        path: A version directory, or a base directory (its latest version).
+        image_paths: Image files; see `load_images` for size/colour handling.
+        top_k: Rows per image, at most the export's top_k (default: all of them).
+
+    Returns:
+        A DataFrame with columns image, rank, class_id, class_name, score.
+
+    Raises:
+        ValueError: If the export takes float inputs, top_k is too large, or an
+            image cannot be read.
+    """
+    version_dir = resolve_version_dir(path)
+    meta = json.loads((version_dir / META_FILE).read_text())
+    if meta["input_dtype"] != "uint8":
+        raise ValueError(
+            f"'{version_dir}' serves {meta['input_dtype']} inputs, not images; "
+            "predict needs an image export with raw_image_input=True (zoo export "
+            "without --float-input)."
+        )
+    top_k = meta["top_k"] if top_k is None else top_k
+    if not 1 <= top_k <= meta["top_k"]:
+        raise ValueError(
+            f"top_k={top_k} is not available: this export returns 1..{meta['top_k']} "
+            "classes. Re-export with a larger --top-k."
+        )
+    images = load_images(image_paths, meta["input_shape"])
+    loaded = tf.saved_model.load(str(version_dir))
+    outputs = loaded.signatures["serving_default"](images=tf.constant(images))
+    class_ids = outputs["class_ids"].numpy()
+    scores = outputs["scores"].numpy()
+    rows = [
+        {
+            "image": str(image_path),
+            "rank": rank + 1,
+            "class_id": int(class_ids[i, rank]),
+            "class_name": meta["class_names"][class_ids[i, rank]],
+            "score": float(scores[i, rank]),
+        }
+        for i, image_path in enumerate(image_paths)
+        for rank in range(top_k)
+    ]
+    return pd.DataFrame(rows)
+
+
+def serve_bench(
+    path: str | os.PathLike,
+    batch_sizes: Sequence[int] = (1, 8, 64),
+    *,
+    repeats: int = 20,
+) -> pd.DataFrame:
+    """Latency and throughput of `serving_default`, loaded as TF Serving would.
+
+    Args:
+        path: A version directory, or a base directory (its latest version).
+        batch_sizes: Batch sizes to time, each >= 1.
+        repeats: Timed calls per batch size (after 3 warm-up calls).
+
+    Returns:
+        A DataFrame with columns batch_size, median_ms, images_per_s.
+
+    Raises:
+        ValueError: If a batch size or `repeats` is below 1.
+    """
+    if min(batch_sizes, default=0) < 1 or repeats < 1:
+        raise ValueError(
+            f"batch sizes and repeats must be >= 1; received batch_sizes="
+            f"{list(batch_sizes)}, repeats={repeats}. Example: --batch-sizes 1,8,64."
+        )
+    version_dir = resolve_version_dir(path)
+    meta = json.loads((version_dir / META_FILE).read_text())
+    loaded = tf.saved_model.load(str(version_dir))
+    serve = loaded.signatures["serving_default"]
+    spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
+    rows = []
+    for batch_size in batch_sizes:
+        images = tf.constant(_random_samples(spec, batch_size))
+        for _ in range(3):
+            serve(images=images)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            serve(images=images)["probabilities"].numpy()
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "median_ms": round(median * 1e3, 3),
+                "images_per_s": round(batch_size / median, 1),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _serving_function(
+    model: keras.Model,
+    preprocessing: keras.Layer | None,
+    spec: tf.TensorSpec,
+    top_k: int,
+    jit_compile: bool,
+) -> tf.types.experimental.GenericFunction:
+    """The traced serving tf.function: images -> probabilities, class_ids, scores."""
+
+    # XLA compiles the model and top-k only: preprocessing ops such as the
+    # antialiased resize (ScaleAndTranslate) have no XLA kernel.
+    @tf.function(jit_compile=jit_compile, autograph=False)
+    def classify(x):
+        probabilities = tf.cast(model(x, training=False), tf.float32)
+        scores, class_ids = tf.math.top_k(probabilities, k=top_k)
+        return {
+            "probabilities": probabilities,
+            "class_ids": class_ids,
+            "scores": scores,
+        }
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def serve(images):
+        if preprocessing is None:
+            return classify(images)
+        return classify(preprocessing(images, training=False))
+
+    serve.get_concrete_function()
+    return serve
+
+
+def _with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """A clone of `model` under the precision's mixed policy, same weights.
+
+    Output layers keep float32 so softmax runs in full precision.
+    """
+    policy = PRECISION_POLICIES[precision]
+    if policy is None:
+        return model
+    output_layers = {id(t._keras_history[0]) for t in model.outputs}
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if id(layer) not in output_layers:
+            config["dtype"] = keras.DTypePolicy(policy)
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _single_output(model: keras.Model) -> keras.Model:
+    """The model itself, or its first output only for multi-output models."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.input, model.outputs[0], name=model.name)
+
+
+def _load_source(obj: keras.Model | str | os.PathLike) -> _Source:
+    """Resolve a Keras model, a .keras file or a run directory."""
+    if isinstance(obj, keras.Model):
+        return _Source(model=obj, name=obj.name)
+    path = Path(obj)
+    if path.is_file() and path.suffix == ".keras":
+        model = keras.saving.load_model(path, compile=False)
+        return _Source(model=model, name=model.name)
+    if not path.is_dir():
+        raise ValueError(
+            f"cannot export '{path}': expected a keras.Model, a .keras file or a run "
+            "directory (with best.keras or last.keras)."
+        )
+    model_file = next((path / f for f in RUN_MODEL_FILES if (path / f).is_file()), None)
+    if model_file is None:
+        raise ValueError(
+            f"run directory '{path}' has no model: expected "
+            f"{' or '.join(RUN_MODEL_FILES)}. Pass a run whose training finished."
+        )
+    model = keras.saving.load_model(model_file, compile=False)
+    config = _read_json(path / "config.json")
+    metrics = _read_json(path / "metrics.json")
+    dataset = _read_json(path / "dataset.json")
+    source = _Source(
+        model=model,
+        name=config.get("model", model.name) if config else model.name,
+        metrics=metrics,
+        run_dir=str(path.resolve()),
+    )
+    if dataset:
+        import data_pipelines
+
+        info = data_pipelines.DatasetInfo.from_dict(dataset)
+        source.preprocessing = data_pipelines.preprocessing_model(info)
+        source.class_names = list(info.class_names) if info.class_names else None
+        source.raw_shape = tuple(info.raw_shape) if info.raw_shape else None
+        source.raw_dtype = "float32" if info.task == "tabular" else "uint8"
+    return source
+
+
+def _raw_shape(
+    preprocessing: keras.Layer,
+    given: Sequence[int] | None,
+    input_shape: tuple[int, ...],
+) -> tuple[int, ...]:
+    """Raw image shape: given, else the preprocessing Input's, else the model's."""
+    if given is not None:
+        return tuple(int(d) for d in given)
+    try:
+        inputs = preprocessing.inputs  # functional/Sequential models with an Input
+    except (AttributeError, ValueError):
+        inputs = []
+    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else ()
+    return shape if shape and None not in shape else input_shape
+
+
+def _check_preprocessing(
+    preprocessing: keras.Layer, spec: tf.TensorSpec, input_shape: tuple[int, ...]
+) -> None:
+    """Build `preprocessing` on one raw input and check it yields the model input."""
+    raw = tuple(spec.shape[1:])
+    out = preprocessing(_random_samples(spec, 1), training=False)
+    if tuple(out.shape[1:]) != input_shape:
+        raise ValueError(
+            f"preprocessing maps raw inputs {raw} to {tuple(out.shape[1:])}, but the "
+            f"model takes {input_shape}. Pass the preprocessing (or raw_shape) the "
+            "model was trained with."
+        )
+
+
+def _check_version_free(base: Path, version: int) -> None:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(
+            f"version must be an integer >= 1; received {version!r}. Omit it to take "
+            "the next free version."
+        )
+    if (base / str(version)).exists():
+        raise ValueError(
+            f"version {version} already exists in '{base}' (versions: "
+            f"{list_versions(base)}); versions are never overwritten. Omit --version "
+            "to take the next free one."
+        )
+
+
+def _check_top_k(top_k: int | None, num_classes: int) -> int:
+    if top_k is None:
+        return min(DEFAULT_TOP_K, num_classes)
+    if not 1 <= top_k <= num_classes:
+        raise ValueError(
+            f"top_k={top_k} is out of range: the model has {num_classes} classes, "
+            f"so top_k must be 1..{num_classes}. Pass a smaller --top-k."
+        )
+    return top_k
+
+
+def _class_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(
+            f"received {len(names)} class names for a model with {num_classes} "
+            "classes. Pass exactly one name per class."
+        )
+    return [str(n) for n in names]
+
+
+def _samples(sample_images: np.ndarray | None, spec: tf.TensorSpec) -> np.ndarray:
+    """Validated verification samples, or seeded random ones."""
+    if sample_images is None:
+        return _random_samples(spec, _NUM_SAMPLES)
+    samples = np.asarray(sample_images)
+    expected = tuple(spec.shape[1:])
+    if samples.ndim != len(expected) + 1 or samples.shape[1:] != expected:
+        raise ValueError(
+            f"sample images have shape {samples.shape}; the serving input takes "
+            f"(batch, {', '.join(map(str, expected))}). Pass a batch of that shape."
+        )
+    if spec.dtype == tf.uint8 and samples.dtype != np.uint8:
+        raise ValueError(
+            f"sample images are {samples.dtype}; the serving input takes raw uint8 "
+            "pixels. Pass images before preprocessing, as uint8."
+        )
+    return samples.astype(spec.dtype.as_numpy_dtype)
+
+
+def _random_samples(spec: tf.TensorSpec, n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    shape = (n, *spec.shape[1:])
+    if spec.dtype == tf.uint8:
+        return rng.integers(0, 256, shape, dtype=np.uint8)
+    return rng.random(shape, dtype=np.float32)
+
+
+def _remove_stale_temp_dirs(base: Path) -> None:
+    """Delete temporary export dirs left by processes that no longer run."""
+    for tmp in base.glob(f"{_TMP_PREFIX}*"):
+        pid = tmp.name[len(_TMP_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("keras-model-zoo", "tensorflow", "keras", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
