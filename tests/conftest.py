@@ -1,0 +1,21 @@
+"""Shared test set-up: every test starts from the same seeds."""
+
+import os
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+MNIST_DIR = SHARED / "data" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+    keras.backend.clear_session()

@@ -1,0 +1,20 @@
+"""The Keras model zoo: `build`, `list_models`, `model_card`, `describe`.
+
+`import zoo` does not import TensorFlow; `build` and `describe` do, on first use.
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from zoo.registry import ModelCard, build, list_models, model_card, register  # noqa: E402
+
+__all__ = ["ModelCard", "build", "describe", "list_models", "model_card", "register"]
+
+
+def describe(model):
+    """Per-layer table of a model: see `zoo.report.describe`."""
+    from zoo.report import describe as _describe
+
+    return _describe(model)

@@ -1,0 +1,300 @@
+"""Blocks shared by every family: functions `x -> x` with stable layer-name prefixes.
+
+`Knobs` carries the settings a tuner searches (activation, initializer, regularizer,
+dropout, batch norm) so every family applies them the same way; `Head` carries the
+uniform top-of-model options (`include_top`, `pooling`, `classifier_activation`,
+`return_features`) and assembles the final `keras.Model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras import layers
+
+ACTIVATIONS = (
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "silu",
+    "mish",
+    "tanh",
+    "sigmoid",
+    "relu6",
+)
+INITIALIZERS = (
+    "he_normal",
+    "he_uniform",
+    "glorot_normal",
+    "glorot_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "orthogonal",
+    "truncated_normal",
+    "random_normal",
+    "random_uniform",
+)
+REGULARIZERS = ("l1", "l2", "l1_l2")
+DEFAULT_REGULARIZATION = 1e-4
+POOLINGS = (None, "avg", "max")
+COMMON_ARGS = (
+    "activation",
+    "kernel_initializer",
+    "kernel_regularizer",
+    "dropout",
+    "batch_norm",
+    "include_top",
+    "pooling",
+    "classifier_activation",
+    "return_features",
+)
+
+
+def _allowed(values: tuple) -> str:
+    return ", ".join("None" if v is None else str(v) for v in values)
+
+
+def parse_regularizer(
+    spec: Any,
+) -> tuple[str, float] | keras.regularizers.Regularizer | None:
+    """Validate "l2", "l2:1e-4", "l1_l2:1e-5", a Regularizer instance or None."""
+    if spec is None or isinstance(spec, keras.regularizers.Regularizer):
+        return spec
+    kind, _, strength = str(spec).partition(":")
+    if kind not in REGULARIZERS:
+        raise ValueError(
+            f"unknown kernel_regularizer {spec!r}; allowed: None, "
+            f"{', '.join(REGULARIZERS)} with an optional strength, e.g. 'l2:1e-4'."
+        )
+    try:
+        value = float(strength) if strength else DEFAULT_REGULARIZATION
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(
+            f"bad regularization strength in {spec!r}; allowed: a positive number, "
+            "e.g. 'l2:1e-4'."
+        )
+    return kind, value
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Layer settings every family honours. `activation=None` means the family's."""
+
+    activation: str | None = None
+    kernel_initializer: Any = "he_normal"
+    kernel_regularizer: Any = None
+    dropout: float = 0.0
+    batch_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; allowed: "
+                f"{_allowed(ACTIVATIONS)}."
+            )
+        init = self.kernel_initializer
+        if (
+            not isinstance(init, keras.initializers.Initializer)
+            and init not in INITIALIZERS
+        ):
+            raise ValueError(
+                f"unknown kernel_initializer {init!r}; allowed: "
+                f"{_allowed(INITIALIZERS)}"
+                " or a keras.initializers.Initializer."
+            )
+        parse_regularizer(self.kernel_regularizer)
+        if isinstance(self.dropout, bool) or not (
+            isinstance(self.dropout, int | float) and 0 <= self.dropout < 1
+        ):
+            raise ValueError(
+                f"dropout must be a rate in [0, 1); received {self.dropout!r}."
+            )
+        if not isinstance(self.batch_norm, bool):
+            raise ValueError(
+                f"batch_norm must be True or False; received {self.batch_norm!r}."
+            )
+
+    def _layer_args(self) -> dict[str, Any]:
+        # Fresh initializer/regularizer objects per layer: Keras layers own them.
+        spec = parse_regularizer(self.kernel_regularizer)
+        if isinstance(spec, tuple):
+            kind, value = spec
+            reg = {
+                "l1": keras.regularizers.L1(value),
+                "l2": keras.regularizers.L2(value),
+                "l1_l2": keras.regularizers.L1L2(value, value),
+            }[kind]
+        else:
+            reg = spec
+        return {
+            "kernel_initializer": keras.initializers.get(self.kernel_initializer),
+            "kernel_regularizer": reg,
+        }
+
+    def act(self, x, name: str, default: str = "relu"):
+        """The activation layer."""
+        return layers.Activation(self.activation or default, name=name)(x)
+
+    def conv(
+        self,
+        x,
+        filters: int,
+        kernel: int,
+        *,
+        name: str,
+        strides: int = 1,
+        padding: int | str = "same",
+        activate: bool = True,
+        bias: bool | None = None,
+    ):
+        """Conv2D [+ BatchNorm] [+ activation]; conv bias only without batch norm.
+
+        An int `padding` pads symmetrically first (PyTorch style), which keeps the
+        layout of strided convolutions identical to the reference implementations.
+        """
+        if isinstance(padding, int):
+            x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+            padding = "valid"
+        x = layers.Conv2D(
+            filters,
+            kernel,
+            strides=strides,
+            padding=padding,
+            use_bias=not self.batch_norm if bias is None else bias,
+            name=name,
+            **self._layer_args(),
+        )(x)
+        if self.batch_norm:
+            x = batch_norm(x, f"{name}_bn")
+        return self.act(x, f"{name}_act") if activate else x
+
+    def dense(self, x, units: int, *, name: str):
+        """Dense [+ BatchNorm] + activation [+ dropout]."""
+        x = layers.Dense(
+            units, use_bias=not self.batch_norm, name=name, **self._layer_args()
+        )(x)
+        if self.batch_norm:
+            x = batch_norm(x, f"{name}_bn")
+        x = self.act(x, f"{name}_act")
+        return self.drop(x, f"{name}_dropout")
+
+    def drop(self, x, name: str, rate: float | None = None):
+        """Dropout at `rate` (default: the knob) when the rate is positive."""
+        rate = self.dropout if rate is None else rate
+        return layers.Dropout(rate, name=name)(x) if rate > 0 else x
+
+    def classifier(
+        self, x, num_classes: int, activation: str | None, name: str = "predictions"
+    ):
+        """The final Dense layer, in float32 so mixed precision keeps stable outputs."""
+        return layers.Dense(
+            num_classes,
+            activation=activation,
+            name=name,
+            dtype="float32",
+            **self._layer_args(),
+        )(x)
+
+
+def batch_norm(x, name: str):
+    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras 0.9)."""
+    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The uniform top options; `model()` assembles the final functional model."""
+
+    num_classes: int
+    include_top: bool = True
+    pooling: str | None = None
+    classifier_activation: str | None = "softmax"
+    return_features: bool = False
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(
+                f"unknown pooling {self.pooling!r}; allowed: {_allowed(POOLINGS)}."
+            )
+        if self.classifier_activation is not None:
+            try:
+                keras.activations.get(self.classifier_activation)
+            except ValueError:
+                raise ValueError(
+                    f"unknown classifier_activation {self.classifier_activation!r}; "
+                    "allowed: softmax, sigmoid, linear or None (logits)."
+                ) from None
+
+    def model(self, inputs, features: dict[str, Any], top: Callable, name: str):
+        """Outputs: stage features, the classifier, or pooled features without top."""
+        if self.return_features:
+            outputs = dict(features)
+        elif self.include_top:
+            outputs = top(features[list(features)[-1]])
+        else:
+            outputs = features[list(features)[-1]]
+            if self.pooling is not None and len(outputs.shape) == 4:
+                pool = {
+                    "avg": layers.GlobalAveragePooling2D,
+                    "max": layers.GlobalMaxPooling2D,
+                }[self.pooling]
+                outputs = pool(name=f"{self.pooling}_pool")(outputs)
+        return keras.Model(inputs, outputs, name=name)
+
+
+def options(num_classes: int, **kwargs: Any) -> tuple[Knobs, Head]:
+    """Split the uniform builder arguments into layer knobs and head options."""
+    knob_names = (
+        "activation",
+        "kernel_initializer",
+        "kernel_regularizer",
+        "dropout",
+        "batch_norm",
+    )
+    knobs = Knobs(**{k: v for k, v in kwargs.items() if k in knob_names})
+    head = Head(num_classes, **{k: v for k, v in kwargs.items() if k not in knob_names})
+    return knobs, head
+
+
+def dense_top(x, k: Knobs, head: Head, units: tuple[int, ...]):
+    """Flatten, hidden Dense layers `fc1, fc2, ...`, then `predictions`."""
+    x = layers.Flatten(name="flatten")(x)
+    for i, n in enumerate(units, 1):
+        x = k.dense(x, n, name=f"fc{i}")
+    return k.classifier(x, head.num_classes, head.classifier_activation)
+
+
+def pooled_top(x, k: Knobs, head: Head):
+    """Global average pooling, dropout, then `predictions` (ResNet, GoogLeNet)."""
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = k.drop(x, "top_dropout")
+    return k.classifier(x, head.num_classes, head.classifier_activation)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ChannelPad(layers.Layer):
+    """Zero-pads the channel axis: the parameter-free "option A" shortcut of the CIFAR
+    ResNets (He et al. 2016, 4.2). Keras has no channel-padding layer."""
+
+    def __init__(self, channels: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.channels = channels
+
+    def call(self, x):
+        extra = self.channels - x.shape[-1]
+        before = extra // 2
+        return keras.ops.pad(x, [[0, 0], [0, 0], [0, 0], [before, extra - before]])
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.channels)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "channels": self.channels}

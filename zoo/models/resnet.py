@@ -1,0 +1,95 @@
+"""ResNets (He et al. 2016): ImageNet ResNet-18...152 and CIFAR ResNet-20...110.
+
+ImageNet variants follow torchvision: convolutions without bias before batch norm and
+the stride of a bottleneck on its 3x3 convolution ("v1.5"; same parameter count as
+v1). CIFAR variants follow section 4.2: a 3x3 stem with 16 filters, three stages of
+16/32/64 filters and parameter-free shortcuts (subsample + zero-pad channels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import layers
+
+from zoo import blocks
+
+
+def basic_block(
+    x,
+    k: blocks.Knobs,
+    filters: int,
+    stride: int,
+    name: str,
+    shortcut: str = "projection",
+):
+    """Two 3x3 convolutions; the shortcut projects (1x1 conv + BN) or zero-pads."""
+    y = k.conv(x, filters, 3, strides=stride, padding=1, name=f"{name}_conv1")
+    y = k.conv(y, filters, 3, activate=False, name=f"{name}_conv2")
+    if stride != 1 or x.shape[-1] != filters:
+        if shortcut == "projection":
+            x = k.conv(
+                x, filters, 1, strides=stride, activate=False, name=f"{name}_shortcut"
+            )
+        else:
+            x = layers.MaxPooling2D(1, strides=stride, name=f"{name}_shortcut_pool")(x)
+            x = blocks.ChannelPad(filters, name=f"{name}_shortcut_pad")(x)
+    return k.act(layers.Add(name=f"{name}_add")([x, y]), f"{name}_out")
+
+
+def bottleneck_block(x, k: blocks.Knobs, filters: int, stride: int, name: str):
+    """1x1 reduce, 3x3 (strided), 1x1 expand x4; projection shortcut when needed."""
+    y = k.conv(x, filters, 1, name=f"{name}_conv1")
+    y = k.conv(y, filters, 3, strides=stride, padding=1, name=f"{name}_conv2")
+    y = k.conv(y, filters * 4, 1, activate=False, name=f"{name}_conv3")
+    if stride != 1 or x.shape[-1] != filters * 4:
+        x = k.conv(
+            x, filters * 4, 1, strides=stride, activate=False, name=f"{name}_shortcut"
+        )
+    return k.act(layers.Add(name=f"{name}_add")([x, y]), f"{name}_out")
+
+
+def build(
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    name: str,
+    block: str,
+    stages: tuple[int, ...],
+    batch_norm: bool = True,
+    width: float = 1.0,
+    **common: Any,
+) -> keras.Model:
+    """ResNet with `stages[i]` blocks in stage i+1; `width` scales every filter count
+    (1.0 is the paper; the tuner searches it)."""
+    if not width > 0:
+        raise ValueError(f"width must be a positive multiplier; received {width!r}.")
+    k, head = blocks.options(num_classes, batch_norm=batch_norm, **common)
+    inputs = keras.Input(input_shape, name="inputs")
+    if block == "cifar":
+        x = k.conv(inputs, round(16 * width), 3, name="stem_conv")
+        base = (16, 32, 64)
+    else:
+        x = k.conv(inputs, round(64 * width), 7, strides=2, padding=3, name="stem_conv")
+        x = layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        base = (64, 128, 256, 512)
+    features = {"stem": x}
+    for s, (blocks_in_stage, filters) in enumerate(zip(stages, base, strict=True), 1):
+        for b in range(1, blocks_in_stage + 1):
+            stride = 2 if b == 1 and s > 1 else 1
+            name_b, f = f"stage{s}_block{b}", round(filters * width)
+            if block == "bottleneck":
+                x = bottleneck_block(x, k, f, stride, name_b)
+            else:
+                x = basic_block(
+                    x,
+                    k,
+                    f,
+                    stride,
+                    name_b,
+                    "zero_pad" if block == "cifar" else "projection",
+                )
+        features[f"stage{s}"] = x
+    return head.model(inputs, features, lambda x: blocks.pooled_top(x, k, head), name)
