@@ -121,6 +121,126 @@ def cmd_serve_bench(args: argparse.Namespace) -> None:
     print(table.to_string(index=False))
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    """'hidden_units=[512, 256]' -> ('hidden_units', [512, 256]) (JSON values)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE; received {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _train_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line (absent flags are absent)."""
+    skip = {"command", "func", "model", "config", "resume"}
+    options = {k: v for k, v in vars(args).items() if k not in skip}
+    if "model_args" in options:
+        options["model_args"] = dict(options["model_args"])
+    return options
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    options = _train_options(args)
+    if args.resume is not None and (args.config or args.model):
+        raise ValueError("--resume continues a run with its own config; do not pass "
+                         "a model or --config with it.")
+    load_tensorflow()
+    from zoo import training
+
+    if args.resume is not None:
+        training.train(resume=args.resume, **options)
+        return
+    from_file = training.TrainConfig.from_toml(args.config) if args.config else {}
+    merged = {**from_file, **options}
+    if args.model:
+        merged["model"] = args.model
+    training.TrainConfig.from_dict(merged, args.config or "flags")  # validate first
+    training.train(merged.pop("model", "lenet5"), merged.pop("dataset", "digits"),
+                   **merged)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    load_tensorflow()
+    from zoo import training
+
+    metrics = training.evaluate(args.run_dir, dataset=args.dataset)
+    print(f"{args.run_dir}: test accuracy {metrics['test_accuracy']:.4f}, test loss "
+          f"{metrics['test_loss']:.4f} on {metrics['test_size']} images of "
+          f"{metrics['dataset']}")
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of `zoo train`; each maps to a TrainConfig field of the same name.
+    Absent flags stay absent (SUPPRESS) so a TOML file or the run's config rules."""
+    s = argparse.SUPPRESS
+    p.add_argument("model", nargs="?", default=None,
+                   help="zoo model name or a .keras file (default lenet5)")
+    p.add_argument("--config", default=None, help="TOML file with any of these keys")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a run from its last completed epoch")
+    p.add_argument("--dataset", default=s, help="digits (default), idx:DIR, "
+                   "tfds:NAME[:CONFIG], folder:DIR, csv:FILE")
+    p.add_argument("--image-size", dest="image_size", type=int, default=s)
+    p.add_argument("--channels", type=int, choices=(1, 3), default=s)
+    p.add_argument("--normalize", action="store_true", default=s,
+                   help="per-channel standardization with train-split statistics")
+    p.add_argument("--augment", default=s, help="e.g. flip,rotate:0.05,zoom:0.1")
+    p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
+    p.add_argument("--label-column", dest="label_column", default=s)
+    p.add_argument("--data-dir", dest="data_dir", default=s, help="TFDS data_dir")
+    p.add_argument("--epochs", type=int, default=s)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=s)
+    p.add_argument("--optimizer", default=s,
+                   help="sgd, adam (default), adamw, rmsprop, adagrad, adadelta")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=s)
+    p.add_argument("--momentum", type=float, default=s)
+    p.add_argument("--nesterov", action="store_true", default=s)
+    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=s)
+    p.add_argument("--loss", default=s,
+                   help="crossentropy (default), binary_crossentropy, mse")
+    p.add_argument("--from-logits", dest="from_logits", action="store_true",
+                   default=s)
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=float,
+                   default=s)
+    p.add_argument("--schedule", default=s,
+                   help="constant (default), step, cosine, plateau")
+    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
+    p.add_argument("--step-epochs", dest="step_epochs", type=int, default=s)
+    p.add_argument("--step-factor", dest="step_factor", type=float, default=s)
+    p.add_argument("--early-stopping", dest="early_stopping", type=int, default=s,
+                   metavar="PATIENCE", help="stop after PATIENCE epochs without a "
+                   "better val accuracy; restores the best weights")
+    p.add_argument("--activation", default=s)
+    p.add_argument("--kernel-initializer", dest="kernel_initializer", default=s)
+    p.add_argument("--kernel-regularizer", dest="kernel_regularizer", default=s,
+                   help="l1, l2, l1_l2 with optional strength, e.g. l2:1e-4")
+    p.add_argument("--dropout", type=float, default=s)
+    p.add_argument("--batch-norm", dest="batch_norm",
+                   action=argparse.BooleanOptionalAction, default=s)
+    p.add_argument("--model-arg", dest="model_args", type=_key_value,
+                   action="append", default=s, metavar="KEY=VALUE",
+                   help="family option, e.g. hidden_units=[512,256] (repeatable)")
+    p.add_argument("--seed", type=int, default=s)
+    p.add_argument("--deterministic", action="store_true", default=s)
+    p.add_argument("--mixed-precision", dest="mixed_precision", default=s,
+                   choices=("mixed_float16", "mixed_bfloat16"),
+                   help="GPU option (slower on CPU)")
+    p.add_argument("--jit-compile", dest="jit_compile", action="store_true",
+                   default=s, help="XLA (GPU option; slower on CPU)")
+    p.add_argument("--strategy", default=s, choices=("mirrored",),
+                   help="tf.distribute.MirroredStrategy over the visible devices")
+    p.add_argument("--run-dir", dest="run_dir", default=s,
+                   help="parent of run directories (default runs/)")
+    p.add_argument("--name", default=s, help="run directory name (default: "
+                   "timestamp-model-dataset)")
+    p.add_argument("--export", default=s, metavar="DIR",
+                   help="after training, export a verified SavedModel to DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -144,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-classes", type=int, default=None)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train, evaluate and record a run")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test metrics of a run's best model")
+    p.add_argument("run_dir")
+    p.add_argument("--dataset", default=None, help="another source with the same "
+                   "input size (default: the run's own test split)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="verified SavedModel for TF Serving (+ .keras)")
     p.add_argument(

@@ -1,8 +1,8 @@
 """ResNets (He et al. 2016): ImageNet ResNet-18...152 and CIFAR ResNet-20...110.
 
-ImageNet variants follow torchvision: convolutions without bias before batch norm and
-the stride of a bottleneck on its 3x3 convolution ("v1.5"; same parameter count as
-v1). CIFAR variants follow section 4.2: a 3x3 stem with 16 filters, three stages of
+ImageNet variants are v1 (the paper and keras.applications: a bottleneck strides in
+its first 1x1 convolution) with torchvision's conventions: no convolution bias before
+batch norm, BN epsilon 1e-5. CIFAR variants follow section 4.2: a 3x3 stem with 16 filters, three stages of
 16/32/64 filters and parameter-free shortcuts (subsample + zero-pad channels).
 """
 
@@ -39,9 +39,9 @@ def basic_block(
 
 
 def bottleneck_block(x, k: blocks.Knobs, filters: int, stride: int, name: str):
-    """1x1 reduce, 3x3 (strided), 1x1 expand x4; projection shortcut when needed."""
-    y = k.conv(x, filters, 1, name=f"{name}_conv1")
-    y = k.conv(y, filters, 3, strides=stride, padding=1, name=f"{name}_conv2")
+    """1x1 reduce (strided, v1), 3x3, 1x1 expand x4; projection shortcut if needed."""
+    y = k.conv(x, filters, 1, strides=stride, name=f"{name}_conv1")
+    y = k.conv(y, filters, 3, name=f"{name}_conv2")
     y = k.conv(y, filters * 4, 1, activate=False, name=f"{name}_conv3")
     if stride != 1 or x.shape[-1] != filters * 4:
         x = k.conv(

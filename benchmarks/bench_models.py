@@ -1,0 +1,82 @@
+"""Train-step throughput of zoo models against keras.applications (weights=None).
+
+Same input, batch, optimizer and loss for both; repeats interleaved (zoo, keras, zoo,
+keras, ...) and the median of the per-repeat ratios printed as a markdown table.
+Goal (issue 2): ratio >= 1.00.
+
+    python3 benchmarks/bench_models.py [--size 64] [--batch 16] [--repeats 5] [--steps 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import zoo  # noqa: E402
+
+PAIRS = [("resnet50", keras.applications.ResNet50), ("vgg16", keras.applications.VGG16)]
+
+
+def compiled(model: keras.Model) -> keras.Model:
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss="sparse_categorical_crossentropy",
+    )
+    return model
+
+
+def images_per_second(model, x, y, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5)
+    args = parser.parse_args()
+    shape = (args.size, args.size, 3)
+    rng = np.random.default_rng(0)
+    x = rng.random((args.batch, *shape), dtype=np.float32)
+    y = rng.integers(0, args.classes, args.batch)
+    print(
+        f"# zoo vs keras.applications train step, {datetime.date.today()}, "
+        f"input {shape}, batch {args.batch}, {args.repeats} repeats x "
+        f"{args.steps} steps\n"
+    )
+    print("| model | zoo img/s | keras.applications img/s | ratio (median) |")
+    print("|---|---:|---:|---:|")
+    for name, reference in PAIRS:
+        ours = compiled(zoo.build(name, input_shape=shape, num_classes=args.classes))
+        theirs = compiled(
+            reference(weights=None, input_shape=shape, classes=args.classes)
+        )
+        for model in (ours, theirs):  # warm-up: trace and compile the train step
+            model.train_on_batch(x, y)
+        a, b = [], []
+        for _ in range(args.repeats):
+            a.append(images_per_second(ours, x, y, args.steps))
+            b.append(images_per_second(theirs, x, y, args.steps))
+        ratio = statistics.median(i / j for i, j in zip(a, b, strict=True))
+        print(
+            f"| {name} | {statistics.median(a):.1f} | {statistics.median(b):.1f} "
+            f"| {ratio:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
