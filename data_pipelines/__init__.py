@@ -7,7 +7,12 @@ Example:
     10
 """
 
-from data_pipelines.augment import augmentation_model, augmentations, parse_augment
+from data_pipelines.augment import (
+    RandomAffine,
+    augmentation_model,
+    augmentations,
+    parse_augment,
+)
 from data_pipelines.pipeline import (
     ChannelConversion,
     DatasetInfo,
@@ -22,6 +27,7 @@ __all__ = [
     "SCHEMES",
     "ChannelConversion",
     "DatasetInfo",
+    "RandomAffine",
     "SourceSpec",
     "Splits",
     "augmentation_model",

@@ -13,11 +13,13 @@ images *and* their one-hot labels, so they run in the ``tf.data`` pipeline on
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 Factory = Callable[[float, int | None, tuple[float, float]], keras.layers.Layer]
 
@@ -157,6 +159,85 @@ AUGMENTATIONS: dict[str, Augmentation] = {
 }
 
 
+# Augmentations that RandomAffine fuses into one warp when two or more are adjacent.
+GEOMETRIC = ("flip", "rotate", "zoom", "translate", "shear")
+
+
+@keras.saving.register_keras_serializable(package="data_pipelines")
+class RandomAffine(keras.layers.Layer):
+    """Horizontal flip, rotation, zoom, translation and shear as one image warp.
+
+    Keras' RandomFlip/Rotation/Zoom/Translation/Shear each warp the whole batch, so a
+    chain of them costs one warp per layer. Keras has no fused layer: this one draws
+    the same parameters as those layers (with their bilinear/reflect defaults),
+    composes them into one matrix and warps once with
+    ``keras.ops.image.affine_transform``: 2.5x less work for flip+rotate+zoom+
+    translate, which the pipeline's throughput target (P2b) needs.
+
+    Args:
+        flip: Mirror half of the images horizontally.
+        rotation: Max angle as a fraction of a full turn (RandomRotation's factor).
+        zoom: Max zoom in/out as a fraction (RandomZoom's factor).
+        translation: Max shift as a fraction of height/width (RandomTranslation's).
+        shear: Max shear factor in x and y (RandomShear's).
+        seed: Seed of the random draws.
+    """
+
+    def __init__(
+        self,
+        flip: bool = False,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        translation: float = 0.0,
+        shear: float = 0.0,
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flip, self.rotation, self.zoom = flip, rotation, zoom
+        self.translation, self.shear, self.seed = translation, shear, seed
+        self.generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        shape = ops.shape(images)
+        height, width = ops.cast(shape[-3], "float32"), ops.cast(shape[-2], "float32")
+        # One draw for all parameters: each separate draw costs as much as a warp.
+        r = keras.random.uniform((7, shape[0]), -1.0, 1.0, seed=self.generator)
+        angle = r[0] * (2 * math.pi * self.rotation)
+        zoom = 1.0 + r[1] * self.zoom
+        shear_x, shear_y = r[2] * self.shear, r[3] * self.shear
+        flip = ops.where(r[6] < 0, -1.0, 1.0) if self.flip else 1.0
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        # Output -> input pixel map: rotation @ shear @ zoom @ flip about the centre,
+        # plus the shift.
+        a00, a01 = (cos - sin * shear_y) * zoom * flip, (cos * shear_x - sin) * zoom
+        a10, a11 = (sin + cos * shear_y) * zoom * flip, (sin * shear_x + cos) * zoom
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        b0 = cx - a00 * cx - a01 * cy + r[4] * self.translation * width
+        b1 = cy - a10 * cx - a11 * cy + r[5] * self.translation * height
+        zero = ops.zeros_like(a00)
+        transform = ops.stack([a00, a01, b0, a10, a11, b1, zero, zero], axis=1)
+        return ops.image.affine_transform(
+            images, transform, interpolation="bilinear", fill_mode="reflect"
+        )
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "flip": self.flip,
+            "rotation": self.rotation,
+            "zoom": self.zoom,
+            "translation": self.translation,
+            "shear": self.shear,
+            "seed": self.seed,
+        }
+
+
 def augmentations() -> list[str]:
     """Returns the sorted names that an augmentation spec may use."""
     return sorted(AUGMENTATIONS)
@@ -226,7 +307,10 @@ def augmentation_layers(
     value_range: tuple[float, float] = (0.0, 1.0),
     channels: int | None = None,
 ) -> list[keras.layers.Layer]:
-    """Builds one Keras layer per parsed augmentation, in order.
+    """Builds the Keras layers of parsed augmentations, in order.
+
+    Each augmentation is its Keras layer, except that two or more adjacent geometric
+    ones (flip, rotate, zoom, translate, shear) become one :class:`RandomAffine`.
 
     Args:
         parsed: Output of :func:`parse_augment`.
@@ -236,18 +320,39 @@ def augmentation_layers(
             augmentations on grayscale images early.
 
     Returns:
-        The layers, one per entry of ``parsed``.
+        The layers.
     """
-    out = []
-    for i, (name, strength) in enumerate(parsed):
-        aug = AUGMENTATIONS[name]
-        if aug.needs_rgb and channels not in (None, 3):
+    for name, _ in parsed:
+        if AUGMENTATIONS[name].needs_rgb and channels not in (None, 3):
             raise ValueError(
                 f"augmentation '{name}' needs RGB images; the images have "
                 f"{channels} channel(s). Pass channels=3 (CLI --channels 3)."
             )
+    groups: list[list[tuple[str, float | None]]] = []
+    for item in parsed:
+        if groups and item[0] in GEOMETRIC and groups[-1][-1][0] in GEOMETRIC:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    out = []
+    for i, group in enumerate(groups):
         layer_seed = None if seed is None else seed + i
-        out.append(aug.factory(strength, layer_seed, tuple(value_range)))
+        if len(group) > 1:
+            p = dict(group)
+            out.append(
+                RandomAffine(
+                    flip="flip" in p,
+                    rotation=p.get("rotate", 0.0),
+                    zoom=p.get("zoom", 0.0),
+                    translation=p.get("translate", 0.0),
+                    shear=p.get("shear", 0.0),
+                    seed=layer_seed,
+                )
+            )
+        else:
+            ((name, strength),) = group
+            factory = AUGMENTATIONS[name].factory
+            out.append(factory(strength, layer_seed, tuple(value_range)))
     return out
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import data_pipelines as dp
+from data_pipelines.augment import RandomAffine
 
 EXPECTED = [
     "brightness", "contrast", "crop", "cutmix", "cutout", "flip", "grayscale", "hue",
@@ -78,14 +79,38 @@ def test_parse_augment_forms_and_defaults():
 
 def test_augmentation_model_inside_a_model():
     model = dp.augmentation_model("flip,rotate,jitter", seed=0, input_shape=(16, 16, 3))
+    # Adjacent geometric augmentations are fused into one warp.
     assert [type(layer).__name__ for layer in model.layers] == [
-        "RandomFlip",
-        "RandomRotation",
+        "RandomAffine",
         "RandomColorJitter",
     ]
+    affine = model.layers[0]
+    assert (affine.flip, affine.rotation, affine.zoom) == (True, 0.05, 0.0)
     x = color_images(8)[0].astype("float32") / 255
     np.testing.assert_array_equal(model(x, training=False).numpy(), x)
     assert not np.allclose(model(x, training=True).numpy(), x)
+    lone = dp.augmentation_model("rotate")
+    assert [type(layer).__name__ for layer in lone.layers] == ["RandomRotation"]
+
+
+def test_random_affine_flip_is_an_exact_mirror_and_serializes():
+    x = color_images(32)[0].astype("float32")
+    layer = RandomAffine(flip=True, seed=0)
+    out = layer(x).numpy()
+    same = np.all(out == x, axis=(1, 2, 3))
+    mirrored = np.all(np.abs(out - x[:, :, ::-1]) < 1e-3, axis=(1, 2, 3))
+    assert np.all(same | mirrored) and same.any() and mirrored.any()
+    clone = RandomAffine.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+
+
+def test_fused_geometric_augmentations_change_train_only(reference):
+    spec = "flip,rotate,zoom,translate,shear"
+    splits = dp.load(color_images(), augment=spec, seed=3, deterministic=True)
+    x_train, y_train = as_arrays(splits.train)
+    assert not np.allclose(x_train, reference["train"][0], atol=1e-3)
+    np.testing.assert_array_equal(y_train, reference["train"][1])
+    np.testing.assert_array_equal(as_arrays(splits.val)[0], reference["val"][0])
 
 
 def test_color_augmentations_need_rgb():
