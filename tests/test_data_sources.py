@@ -52,7 +52,8 @@ def test_digits_split_sizes_balance_and_sklearn_test_split():
 
 def test_digits_val_follows_seed_and_test_does_not():
     a = dp.load("digits", batch_size=2048, seed=0)
-    b = dp.load("digits", batch_size=2048, seed=1)
+    b = dp.load("digits", batch_size=2048, seed=1, test_fraction=0.5)
+    assert a.info.sizes["test"] == b.info.sizes["test"] == 360
     np.testing.assert_array_equal(as_arrays(a.test)[0], as_arrays(b.test)[0])
     assert not np.array_equal(as_arrays(a.val)[0], as_arrays(b.val)[0])
 
