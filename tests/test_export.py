@@ -167,8 +167,8 @@ def test_float16_parity_within_stated_tolerance(lenet, tmp_path):
         lenet, tmp_path / "fp16", precision="float16", sample_images=images
     )
     report = export.verify(path, images)
-    assert report.precision == "float16" and report.tolerance == 5e-3
-    assert 0 < report.max_abs_diff <= 5e-3
+    assert report.precision == "float16" and report.tolerance == 1e-2
+    assert 0 < report.max_abs_diff <= 1e-2
     meta = json.loads((path / "export_meta.json").read_text())
     assert meta["precision"] == "float16" and meta["raw_image_input"] is True
     assert _xla_functions(path) == []
@@ -197,8 +197,8 @@ def test_bfloat16_xla_float_input_multi_output(tmp_path):
         sample_images=samples,
     )
     report = export.verify(path, samples)
-    assert report.ok and report.tolerance == 5e-2
-    assert report.max_abs_diff <= 5e-2
+    assert report.ok and report.tolerance == 1e-1
+    assert 0 < report.max_abs_diff <= 1e-1
     out = tf.saved_model.load(str(path)).signatures["serving_default"](
         images=tf.constant(samples)
     )

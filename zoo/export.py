@@ -52,9 +52,10 @@ PRECISION_POLICIES = {
     "bfloat16": "mixed_bfloat16",
 }
 # Max abs difference of `probabilities` against the float32 Keras model accepted
-# by `verify`. Reduced-precision bounds are about 10x the largest difference
-# measured on lenet5/resnet20/resnet50 here (see docs/export.md).
-TOLERANCES = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 5e-2}
+# by `verify`. Largest differences measured on 512 digits with trained lenet5 /
+# resnet20: float32 0, float16 7e-4 / 3.5e-3, bfloat16 1.0e-2 / 2.7e-2; the
+# reduced-precision bounds leave about 3x room for deeper models.
+TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-1}
 _TMP_PREFIX = ".tmp-export-"
 _NUM_SAMPLES = 8
 
