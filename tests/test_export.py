@@ -207,6 +207,26 @@ def test_bfloat16_xla_float_input_multi_output(tmp_path):
     assert (meta["input_dtype"], meta["jit_compile"]) == ("float32", True)
 
 
+@pytest.mark.slow
+def test_mixed_precision_trained_model_exports_float32(lenet, tmp_path):
+    keras.mixed_precision.set_dtype_policy("mixed_float16")
+    try:
+        mixed = zoo.build("lenet5", input_shape=INPUT_SHAPE, num_classes=10)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    mixed.set_weights(lenet.get_weights())
+    images = np.random.default_rng(3).integers(0, 256, (16, *INPUT_SHAPE), np.uint8)
+    x = images.astype("float32") / 255
+    expected = np.asarray(lenet(x, training=False))
+    assert np.max(np.abs(np.asarray(mixed(x), "float32") - expected)) > 1e-5
+    path = export.export_saved_model(mixed, tmp_path / "m", sample_images=images)
+    out = tf.saved_model.load(str(path)).signatures["serving_default"](
+        images=tf.constant(images)
+    )
+    assert np.max(np.abs(out["probabilities"].numpy() - expected)) <= 1e-5
+    assert export.verify(path, images).max_abs_diff <= 1e-5
+
+
 def test_second_export_is_version_2_and_version_1_untouched(exported, tmp_path):
     base = tmp_path / "lenet5_digits"
     shutil.copytree(exported.parent, base)
@@ -403,8 +423,9 @@ def test_predict_bad_inputs(exported, tmp_path, capsys):
     assert err[0].startswith("zoo predict: error: cannot read image")
 
 
-def test_zoo_export_and_serve_bench_commands(run_dir, tmp_path, capsys):
-    base = tmp_path / "cli"
+def test_zoo_export_and_serve_bench_commands(run_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = Path("saved_models") / "cli"  # relative, as users type it
     assert (
         cli.main(
             [

@@ -47,7 +47,7 @@ DEFAULT_TOP_K = 5
 # Keras dtype policy per precision: variables stay float32, computations run in
 # the reduced type, the classifier layer and the outputs stay float32.
 PRECISION_POLICIES = {
-    "float32": None,
+    "float32": "float32",
     "float16": "mixed_float16",
     "bfloat16": "mixed_bfloat16",
 }
@@ -357,8 +357,11 @@ def verify(
     spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
     samples = _samples(sample_images, spec)
 
-    model = _single_output(
-        keras.saving.load_model(version_dir / KERAS_FILE, compile=False)
+    model = _with_precision(
+        _single_output(
+            keras.saving.load_model(version_dir / KERAS_FILE, compile=False)
+        ),
+        "float32",
     )
     x = samples
     if (version_dir / PREPROCESSING_FILE).is_file():
@@ -377,7 +380,7 @@ def verify(
             "-I",
             "-c",
             _VERIFY_SCRIPT,
-            str(version_dir),
+            str(version_dir.resolve()),  # the subprocess runs in `work`
             str(inputs_path),
             str(outputs_path),
         ]
@@ -602,24 +605,37 @@ def _serving_function(
 
 
 def _with_precision(model: keras.Model, precision: str) -> keras.Model:
-    """A clone of `model` under the precision's mixed policy, same weights.
+    """`model` computing in `precision`: itself, or a clone with the same weights.
 
-    Output layers keep float32 so softmax runs in full precision.
+    The clone's output layers compute in float32, so softmax runs in full
+    precision; a model trained under a mixed policy is cloned for float32.
     """
     policy = PRECISION_POLICIES[precision]
-    if policy is None:
+    if policy == "float32" and all(
+        layer.dtype_policy.name == "float32" for layer in _all_layers(model)
+    ):
         return model
-    output_layers = {id(t._keras_history[0]) for t in model.outputs}
+    output_layers = {id(t._keras_history.operation) for t in model.outputs}
 
     def clone_layer(layer):
         config = layer.get_config()
-        if id(layer) not in output_layers:
-            config["dtype"] = keras.DTypePolicy(policy)
+        float32 = id(layer) in output_layers
+        config["dtype"] = keras.DTypePolicy("float32" if float32 else policy)
         return layer.__class__.from_config(config)
 
-    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     clone.set_weights(model.get_weights())
     return clone
+
+
+def _all_layers(model: keras.Model) -> list[keras.Layer]:
+    """Layers of `model`, including those of nested models."""
+    layers = []
+    for layer in model.layers:
+        layers.append(layer)
+        if isinstance(layer, keras.Model):
+            layers.extend(_all_layers(layer))
+    return layers
 
 
 def _single_output(model: keras.Model) -> keras.Model:
