@@ -1,6 +1,7 @@
 """Sources of data_pipelines: digits, idx, tfds, folder, csv, numpy, and bad input."""
 
 import gzip
+import json
 import pathlib
 import re
 
@@ -263,6 +264,7 @@ def test_csv_source_standardizes_with_train_stats_and_one_hot_encodes(tmp_path):
         "color=red",
     ]
     assert info.input_shape == (5,) and sum(info.sizes.values()) == 60
+    assert dp.DatasetInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
     x_train, _ = as_arrays(splits.train)
     np.testing.assert_allclose(x_train[:, :2].mean(0), 0, atol=1e-5)
     np.testing.assert_allclose(x_train[:, :2].std(0), 1, atol=1e-5)
