@@ -10,7 +10,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from zoo.registry import ModelCard, build, list_models, model_card, register  # noqa: E402
 
-__all__ = ["ModelCard", "build", "describe", "list_models", "model_card", "register"]
+__all__ = [
+    "ModelCard",
+    "build",
+    "describe",
+    "list_models",
+    "load_model",
+    "model_card",
+    "register",
+]
 
 
 def describe(model):
@@ -18,3 +26,12 @@ def describe(model):
     from zoo.report import describe as _describe
 
     return _describe(model)
+
+
+def load_model(path, compile: bool = True):
+    """`keras.saving.load_model` with the zoo's custom layers registered."""
+    import keras
+
+    import zoo.blocks  # noqa: F401  (registers ChannelPad)
+
+    return keras.saving.load_model(path, compile=compile)

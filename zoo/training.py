@@ -312,7 +312,7 @@ def load_data(config: TrainConfig) -> dp.Splits:
 def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
     """A zoo model for the data (or a user's `.keras` file), with the config's knobs."""
     if config.model.endswith(".keras"):
-        return keras.saving.load_model(config.model)
+        return zoo.load_model(config.model)
     card = zoo.model_card(config.model)
     if info.task == "tabular" and card.family != "mlp":
         raise ValueError(
@@ -366,18 +366,18 @@ class RunRecorder(keras.callbacks.Callback):
     atomically and, on resume, drops history rows of epochs that are re-run.
     """
 
-    def __init__(self, run_dir: Path, monitor: str = "val_accuracy") -> None:
+    def __init__(
+        self, run_dir: Path, monitor: str = "val_accuracy", start_epoch: int = 0
+    ) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
         self.rows: list[dict[str, float]] = []
         self.bad_epoch: int | None = None
-
-    def on_train_begin(self, logs=None) -> None:
-        start = getattr(self.model, "_initial_epoch", None) or 0
-        path = self.run_dir / "history.csv"
-        if path.exists() and start:
-            self.rows = pd.read_csv(path).query("epoch < @start").to_dict("records")
+        path = run_dir / "history.csv"
+        if path.exists() and start_epoch:
+            history = pd.read_csv(path)
+            self.rows = history[history["epoch"] < start_epoch].to_dict("records")
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         loss = (logs or {}).get("loss")
@@ -554,7 +554,7 @@ def train(
             if resume is None and isinstance(model, keras.Model):
                 net = model
             elif resume is not None and (run_dir / "model_init.keras").exists():
-                net = keras.saving.load_model(run_dir / "model_init.keras")
+                net = zoo.load_model(run_dir / "model_init.keras")
             else:
                 net = build_model(config, info)
             net.compile(
@@ -572,7 +572,8 @@ def train(
                 json.dumps(dataclasses.asdict(config), indent=2),
             )
             write_atomic(run_dir / "dataset.json", json.dumps(info.to_dict(), indent=2))
-        recorder = RunRecorder(run_dir)
+        start_epoch = _finished_epochs(run_dir)
+        recorder = RunRecorder(run_dir, start_epoch=start_epoch)
         callbacks = [
             recorder,
             FiniteBackup(
@@ -598,7 +599,12 @@ def train(
                     patience=max(1, config.step_epochs // 2),
                 )
             )
-        _skip_finished_epochs(splits.train, run_dir)
+        for _ in range(2 * start_epoch):
+            # Each iter() of a reshuffling tf.data dataset draws the next order, and
+            # Keras 3.15's fit creates two per epoch (one at its start, one at its
+            # end). Creating, not consuming, as many as the finished epochs did
+            # replays the data order of the resumed epochs (tested).
+            iter(splits.train)
         net.fit(
             splits.train,
             validation_data=splits.val,
@@ -625,7 +631,7 @@ def train(
         from zoo import export
 
         export_dir = export.export_saved_model(run_dir, config.export)
-    best = keras.saving.load_model(run_dir / "best.keras")
+    best = zoo.load_model(run_dir / "best.keras")
     print(
         f"{config.model} on {config.dataset}: test accuracy "
         f"{metrics['test_accuracy']:.4f}, {metrics['params']:,} parameters, "
@@ -635,24 +641,17 @@ def train(
     return TrainResult(run_dir, metrics, history, best, export_dir)
 
 
-def _skip_finished_epochs(train_ds: tf.data.Dataset, run_dir: Path) -> None:
-    """On resume, advance the shuffle so epoch k sees the batches it would have seen.
-
-    Each `iter()` of a reshuffling tf.data dataset draws the next epoch's order, and
-    Keras creates one iterator per epoch; creating (not consuming) k iterators
-    replays the order of the k finished epochs.
-    """
+def _finished_epochs(run_dir: Path) -> int:
+    """Epochs completed according to the BackupAndRestore checkpoint (0 if none)."""
     meta = run_dir / "checkpoints" / "training_metadata.json"
-    if meta.exists():
-        for _ in range(json.loads(meta.read_text())["epoch"]):
-            iter(train_ds)
+    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
 
 
 def _evaluate(
     run_dir: Path, splits: dp.Splits, config: TrainConfig, verbose: int
 ) -> dict[str, Any]:
     """Test metrics of best.keras and the confusion-matrix PNG."""
-    best = keras.saving.load_model(run_dir / "best.keras")
+    best = zoo.load_model(run_dir / "best.keras")
     loss, accuracy = best.evaluate(splits.test, verbose=0)[:2]
     y_pred = best.predict(splits.test, verbose=0)
     y_pred = (y_pred[0] if isinstance(y_pred, list) else y_pred).argmax(axis=1)
@@ -709,7 +708,7 @@ def evaluate(
     if dataset is not None:
         config.dataset = dataset
     splits = load_data(config)
-    model = keras.saving.load_model(run / "best.keras")
+    model = zoo.load_model(run / "best.keras")
     if tuple(model.input_shape[1:]) != tuple(splits.info.input_shape):
         raise ValueError(
             f"{config.dataset} gives inputs of shape {splits.info.input_shape} but "

@@ -1,0 +1,434 @@
+"""The training app end to end: CLI runs on digits, run files, resume, determinism."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+import zoo
+from zoo import training
+
+FAST = ["--image-size", "16", "--batch-size", "64"]
+
+
+def zoo_cli(*args, cwd, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def weights(path):
+    return zoo.load_model(path).get_weights()
+
+
+def max_diff(a, b):
+    return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One real CLI run on digits, shared by the tests that inspect its files."""
+    root = tmp_path_factory.mktemp("runs")
+    out = zoo_cli(
+        "train",
+        "lenet5",
+        "--dataset",
+        "digits",
+        *FAST,
+        "--epochs",
+        "12",
+        "--augment",
+        "rotate:0.05",
+        "--run-dir",
+        str(root),
+        "--name",
+        "run",
+        cwd=root,
+    )
+    assert out.returncode == 0, out.stderr
+    return root / "run", out
+
+
+def test_cli_run_reaches_high_accuracy_and_writes_every_file(finished_run):
+    run, out = finished_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.85  # chance is 0.10
+    assert metrics["params"] == 15_626  # LeNet-5 at 16x16x1
+    expected = {
+        "config.json",
+        "dataset.json",
+        "best.keras",
+        "last.keras",
+        "checkpoints",
+        "history.csv",
+        "tensorboard",
+        "loss.png",
+        "accuracy.png",
+        "confusion_matrix.png",
+        "metrics.json",
+    }
+    assert expected <= {p.name for p in run.iterdir()}
+    assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
+    assert (run / "checkpoints" / "latest.weights.h5").is_file()
+    for split in ("train", "validation"):
+        assert list((run / "tensorboard" / split).glob("events.out.tfevents.*"))
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == list(range(12))
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"} <= set(
+        history
+    )
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "lenet5" and config["augment"] == ["rotate:0.05"]
+    assert json.loads((run / "dataset.json").read_text())["sizes"] == {
+        "train": 1293,
+        "val": 144,
+        "test": 360,
+    }
+    for png in ("loss.png", "accuracy.png", "confusion_matrix.png"):
+        assert (run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("lenet5 on digits: test accuracy ")
+    assert "15,626 parameters" in summary and str(run) in summary
+    assert out.stdout.count("Epoch ") == 12  # one line per epoch without a TTY
+
+
+def test_cli_evaluate_matches_the_recorded_test_metrics(finished_run):
+    run, _ = finished_run
+    out = zoo_cli("evaluate", str(run), cwd=run.parent)
+    assert out.returncode == 0, out.stderr
+    accuracy = json.loads((run / "metrics.json").read_text())["test_accuracy"]
+    assert f"test accuracy {accuracy:.4f}" in out.stdout
+    assert "on 360 images of digits" in out.stdout
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    args = [
+        "train",
+        "lenet5",
+        *FAST,
+        "--epochs",
+        "8",
+        "--deterministic",
+        "--run-dir",
+        str(tmp_path),
+    ]
+    assert zoo_cli(*args, "--name", "full", cwd=tmp_path).returncode == 0
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", *args, "--name", "cut"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        meta = cut / "checkpoints" / "training_metadata.json"
+        if meta.exists() and json.loads(meta.read_text())["epoch"] >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(pd.read_csv(cut / "history.csv"))
+    assert 3 <= done < 8, "the kill must land mid-training"
+
+    out = zoo_cli("train", "--resume", str(cut), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    history = pd.read_csv(cut / "history.csv")
+    assert list(history["epoch"]) == list(range(8))  # no repeated, no missing epoch
+    full = pd.read_csv(tmp_path / "full" / "history.csv")
+    np.testing.assert_allclose(history["loss"], full["loss"], rtol=1e-6)
+    assert (
+        max_diff(weights(cut / "last.keras"), weights(tmp_path / "full" / "last.keras"))
+        == 0.0
+    )
+
+
+def test_same_seed_and_deterministic_give_identical_weights(tmp_path):
+    for name in ("a", "b"):
+        out = zoo_cli(
+            "train",
+            "resnet20",
+            "--image-size",
+            "8",
+            "--epochs",
+            "2",
+            "--augment",
+            "flip,zoom:0.1",
+            "--dropout",
+            "0.2",
+            "--seed",
+            "3",
+            "--deterministic",
+            "--run-dir",
+            str(tmp_path),
+            "--name",
+            name,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 0, out.stderr
+    assert (
+        max_diff(
+            weights(tmp_path / "a" / "last.keras"),
+            weights(tmp_path / "b" / "last.keras"),
+        )
+        == 0.0
+    )
+
+
+def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from zoo import training
+        r = training.train("lenet5", "digits", image_size=16, epochs=6,
+                           strategy="mirrored", run_dir={str(tmp_path)!r}, name="m",
+                           verbose=0)
+        print("RESULT", r.metrics["replicas"], r.metrics["test_accuracy"])
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    _, replicas, accuracy = out.stdout.strip().splitlines()[-1].split()
+    assert int(replicas) == 2
+    assert float(accuracy) > 0.6
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mixed_precision": "mixed_bfloat16"},
+        {"jit_compile": True},
+    ],
+)
+def test_gpu_options_train_correctly_on_cpu(options, tmp_path):
+    result = training.train(
+        "lenet5",
+        "digits",
+        image_size=16,
+        epochs=6,
+        run_dir=str(tmp_path),
+        verbose=0,
+        **options,
+    )
+    assert result.metrics["test_accuracy"] > 0.6
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+    x = np.zeros((2, 16, 16, 1), "float32")
+    assert result.model(x).dtype == "float32"  # outputs stay float32
+
+
+def test_toml_config_supplies_every_flag(tmp_path):
+    (tmp_path / "experiment.toml").write_text(
+        textwrap.dedent("""
+        model = "mlp"
+        dataset = "digits"
+        epochs = 3
+        optimizer = "sgd"
+        learning_rate = 0.05
+        nesterov = true
+        schedule = "cosine"
+        warmup_epochs = 1
+        label_smoothing = 0.1
+        model_args = { hidden_units = [64, 32] }
+        name = "from-toml"
+    """)
+    )
+    out = zoo_cli(
+        "train",
+        "--config",
+        "experiment.toml",
+        "--epochs",
+        "4",
+        "--run-dir",
+        str(tmp_path),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "from-toml" / "config.json").read_text())
+    assert (config["model"], config["epochs"], config["optimizer"]) == ("mlp", 4, "sgd")
+    assert config["model_args"] == {"hidden_units": [64, 32]}
+    history = pd.read_csv(tmp_path / "from-toml" / "history.csv")
+    lr = history["learning_rate"].to_numpy()
+    assert lr[0] == pytest.approx(0.05, rel=1e-3)  # warm-up reached its target
+    assert lr[-1] < lr[1] < lr[0]  # then cosine decay
+    model = zoo.load_model(tmp_path / "from-toml" / "best.keras")
+    assert [la.units for la in model.layers if isinstance(la, keras.layers.Dense)] == [
+        64,
+        32,
+        10,
+    ]
+
+
+def test_schedules_and_optimizers_by_name():
+    config = training.TrainConfig(
+        epochs=10, learning_rate=0.1, schedule="step", step_epochs=3, step_factor=0.5
+    )
+    lr = training.learning_rate(config, steps_per_epoch=10)
+    assert [float(lr(s)) for s in (0, 29, 30, 60)] == pytest.approx(
+        [0.1, 0.1, 0.05, 0.025]
+    )
+    warm = training.learning_rate(
+        training.TrainConfig(learning_rate=0.1, warmup_epochs=2), 5
+    )
+    assert [float(warm(s)) for s in (0, 4, 9, 10, 50)] == pytest.approx(
+        [0.01, 0.05, 0.1, 0.1, 0.1]
+    )
+    sgd = training.make_optimizer(
+        training.TrainConfig(optimizer="sgd", momentum=0.8, nesterov=True), 1
+    )
+    assert (type(sgd).__name__, sgd.momentum, sgd.nesterov) == ("SGD", 0.8, True)
+    for name, cls in [
+        ("adam", "Adam"),
+        ("adamw", "AdamW"),
+        ("rmsprop", "RMSprop"),
+        ("adagrad", "Adagrad"),
+        ("adadelta", "Adadelta"),
+    ]:
+        opt = training.make_optimizer(training.TrainConfig(optimizer=name), 1)
+        assert type(opt).__name__ == cls
+    loss = training.make_loss(training.TrainConfig(label_smoothing=0.1), True)
+    assert isinstance(loss, keras.losses.CategoricalCrossentropy)
+
+
+def one_line_error(out, message):
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert message in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--optimizer", "adamm"], "unknown optimizer 'adamm'; allowed: sgd, adam"),
+        (["--loss", "hinge"], "unknown loss 'hinge'; allowed: crossentropy"),
+        (["--schedule", "linear"], "unknown schedule 'linear'; allowed: constant"),
+        (["--augment", "rotat:0.1"], "unknown augmentation 'rotat'"),
+        (["--image-size", "8"], "lenet5 needs inputs of at least 16x16"),
+        (["--lr", "0"], "learning_rate must be > 0"),
+    ],
+)
+def test_cli_bad_training_input(args, message, tmp_path):
+    out = zoo_cli("train", "lenet5", *args, "--run-dir", str(tmp_path), cwd=tmp_path)
+    one_line_error(out, message)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_model_too_big_for_the_data_names_the_image_size(tmp_path):
+    out = zoo_cli("train", "alexnet", "--run-dir", str(tmp_path), cwd=tmp_path)
+    one_line_error(
+        out,
+        "alexnet needs inputs of at least 63x63; received "
+        "input_shape=(8, 8, 1). Pass --image-size 63",
+    )
+    assert "The digits images are 8x8." in out.stderr
+
+
+def test_cli_bad_config_files_and_run_dirs(tmp_path):
+    (tmp_path / "bad.toml").write_text("epochs = [")
+    one_line_error(
+        zoo_cli("train", "--config", "bad.toml", cwd=tmp_path),
+        "cannot parse 'bad.toml' as TOML",
+    )
+    (tmp_path / "keys.toml").write_text("epoch = 3\n")
+    one_line_error(
+        zoo_cli("train", "--config", "keys.toml", cwd=tmp_path),
+        "unknown key(s) epoch in keys.toml; allowed: model, dataset",
+    )
+    one_line_error(
+        zoo_cli("train", "--resume", str(tmp_path), cwd=tmp_path),
+        "is not a run directory (no config.json)",
+    )
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(
+        json.dumps(training.dataclasses.asdict(training.TrainConfig(epochs=5)))
+    )
+    one_line_error(
+        zoo_cli("train", "--resume", str(run), "--epochs", "9", cwd=tmp_path),
+        "flags conflict with the run's config: epochs=9 (run has 5)",
+    )
+    one_line_error(
+        zoo_cli(
+            "train",
+            "lenet5",
+            "--image-size",
+            "16",
+            "--run-dir",
+            str(tmp_path),
+            "--name",
+            "r",
+            cwd=tmp_path,
+        ),
+        f"run directory '{run}' already exists",
+    )
+    one_line_error(
+        zoo_cli("evaluate", str(tmp_path), cwd=tmp_path),
+        "is not a finished run directory",
+    )
+
+
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+    # The step schedule multiplies the rate by 1e12 after epoch 1: NaN in epoch 2.
+    out = zoo_cli(
+        "train",
+        "lenet5",
+        *FAST,
+        "--epochs",
+        "6",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "step",
+        "--step-epochs",
+        "1",
+        "--step-factor",
+        "1e12",
+        "--run-dir",
+        str(tmp_path),
+        "--name",
+        "n",
+        cwd=tmp_path,
+    )
+    one_line_error(
+        out, "loss became NaN in epoch 2; training stopped. The last good checkpoint is"
+    )
+    assert "Try a lower learning rate" in out.stderr
+    history = pd.read_csv(tmp_path / "n" / "history.csv")
+    assert list(history["epoch"]) == [0]
+    assert all(np.isfinite(w).all() for w in weights(tmp_path / "n" / "last.keras"))
+    meta = json.loads(
+        (tmp_path / "n" / "checkpoints" / "training_metadata.json").read_text()
+    )
+    assert meta["epoch"] == 1  # the NaN epoch was never backed up
+    assert not (tmp_path / "n" / "metrics.json").exists()
+
+
+def test_train_accepts_a_keras_model(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(
+        inputs, keras.layers.Dense(10, activation="softmax")(x), name="tiny"
+    )
+    result = training.train(
+        model, "digits", epochs=10, learning_rate=0.01, run_dir=str(tmp_path), verbose=0
+    )
+    assert result.run_dir.name.endswith("-tiny-digits")
+    assert (result.run_dir / "model_init.keras").is_file()
+    assert result.metrics["test_accuracy"] > 0.8
