@@ -15,6 +15,7 @@ load from other processes hits both sides alike; the ratio is of the medians.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -93,9 +94,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
         rows = [bench(name, MODELS[name], args.repeats, work) for name in names]
 
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"SavedModel export vs Keras, {time.strftime('%Y-%m-%d')}, CPU, "
-        f"median of {args.repeats} interleaved repeats\n"
+        f"SavedModel export vs Keras, {time.strftime('%Y-%m-%d')}, CPU "
+        f"({os.cpu_count()} cores, load average {load}), median of "
+        f"{args.repeats} interleaved repeats\n"
     )
     print(
         "| model | input | SavedModel b1 ms | eager model(x) b1 ms | P3a ratio "

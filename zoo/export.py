@@ -232,7 +232,8 @@ def export_saved_model(
     names = _class_names(class_names or source.class_names, num_classes)
 
     if raw_image_input:
-        preprocessing = preprocessing or source.preprocessing
+        if preprocessing is None:
+            preprocessing = source.preprocessing
         if preprocessing is None:
             preprocessing = keras.Sequential(
                 [
@@ -385,7 +386,15 @@ def verify(
             str(outputs_path),
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=work)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, cwd=work, timeout=900
+            )
+        except subprocess.TimeoutExpired as err:
+            raise VerificationError(
+                f"loading and calling the SavedModel in a fresh process took over "
+                f"{err.timeout:.0f} s"
+            ) from err
         if proc.returncode != 0:
             errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", proc.stderr, re.M)
             last = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
