@@ -37,6 +37,12 @@ def _digits_uint8(n: int) -> np.ndarray:
     return np.round(images * 255 / 16).astype(np.uint8)[..., None]
 
 
+def _saved_model_cli() -> str:
+    """The console script installed with TensorFlow, beside this Python first."""
+    here = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent))
+    return here or shutil.which("saved_model_cli") or "saved_model_cli"
+
+
 def _tree_digest(path: Path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -141,7 +147,7 @@ def test_raw_uint8_input_gives_keras_classes(exported, lenet, run_dir):
 
 def test_saved_model_cli_shows_named_signature(exported):
     proc = subprocess.run(
-        ["saved_model_cli", "show", "--dir", str(exported), "--all"],
+        [_saved_model_cli(), "show", "--dir", str(exported), "--all"],
         capture_output=True,
         text=True,
         check=True,
