@@ -173,6 +173,76 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
           f"{metrics['dataset']}")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "func", "family", "fixed", "export")}
+    load_tensorflow()
+    import tuning
+
+    result = tuning.search(args.family, fixed=dict(args.fixed), **options)
+    if args.export and args.distributed != "worker":
+        result.retrain_and_export(args.export)
+
+
+def cmd_tune_results(args: argparse.Namespace) -> None:
+    load_tensorflow()
+    import tuning
+
+    result = tuning.load_results(args.directory)
+    print(result.summary())
+    print(result.top(args.top).dropna(axis=1, how="all").to_string(index=False))
+    for path in result.plot():
+        print(f"plot: {path}")
+
+
+def _add_tune_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of `zoo tune`; each maps to an argument of `tuning.search`."""
+    s = argparse.SUPPRESS
+    p.add_argument("family", help="mlp, cnn or resnet")
+    p.add_argument("--dataset", default="digits", help="digits (default), idx:DIR, "
+                   "tfds:NAME[:CONFIG], folder:DIR, csv:FILE")
+    p.add_argument("--image-size", dest="image_size", type=int, default=s)
+    p.add_argument("--channels", type=int, default=s)
+    p.add_argument("--normalize", action="store_true", default=s)
+    p.add_argument("--augment", default=s, help="e.g. rotate:0.05,zoom:0.1")
+    p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
+    p.add_argument("--tuner", default="random",
+                   help="random (default), grid, hyperband, bayesian")
+    p.add_argument("--max-trials", dest="max_trials", type=int, default=10)
+    p.add_argument("--objective", default="val_accuracy",
+                   help="val_accuracy (default), val_loss, accuracy, loss")
+    p.add_argument("--epochs", type=int, default=20,
+                   help="epochs per trial (hyperband: the most a trial gets)")
+    p.add_argument("--early-stopping", dest="early_stopping", type=int, default=3,
+                   metavar="PATIENCE", help="stop a trial after PATIENCE epochs "
+                   "without a better objective (0: off)")
+    p.add_argument("--fix", dest="fixed", type=_key_value, action="append",
+                   default=[], metavar="NAME=VALUE",
+                   help="pin a hyperparameter, e.g. activation=relu (repeatable)")
+    p.add_argument("--directory", default=None,
+                   help="search directory (default tuning_runs/FAMILY_DATASET)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the search in --directory; keeps finished trials")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-model-size", dest="max_model_size", type=int, default=None,
+                   help="trials whose model has more trainable parameters fail")
+    p.add_argument("--in-process", dest="isolate", action="store_false",
+                   help="run trials in this process, not in a child process each")
+    p.add_argument("--export", default=None, metavar="DIR", help="after the search, "
+                   "retrain the best configuration on train+val, test it and export "
+                   "a verified SavedModel to DIR")
+    p.add_argument("--distributed", default=None, metavar="ROLE",
+                   help="chief (serves the oracle) or worker (runs trials)")
+    p.add_argument("--oracle-address", dest="oracle_address",
+                   default="127.0.0.1:8000", metavar="HOST:PORT",
+                   help="where the chief listens (no authentication: keep it on "
+                   "a trusted network)")
+    p.add_argument("--worker-id", dest="worker_id", default=None)
+    p.add_argument("--oracle-timeout", dest="oracle_timeout", type=float,
+                   default=60.0, metavar="SECONDS",
+                   help="how long a worker waits for the chief")
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags of `zoo train`; each maps to a TrainConfig field of the same name.
     Absent flags stay absent (SUPPRESS) so a TOML file or the run's config rules."""
@@ -325,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--repeats", type=int, default=20)
     p.set_defaults(func=cmd_serve_bench)
+
+    p = sub.add_parser("tune", help="KerasTuner search over a family's space")
+    _add_tune_flags(p)
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("tune-results", help="results table and plots of a search")
+    p.add_argument("directory", help="search directory made by zoo tune")
+    p.add_argument("--top", type=int, default=10, help="best trials shown")
+    p.set_defaults(func=cmd_tune_results)
 
     return parser
 

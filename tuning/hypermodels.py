@@ -1,0 +1,199 @@
+"""HyperModels, thin over the zoo builders: fixed settings are checked in `__init__`,
+the search space lives only in `build(hp)` (through `tuning.spaces`), and `build`
+calls the zoo builder. `fit` loads the data at the batch size the space chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras
+import keras_tuner as kt
+from keras import layers
+
+import data_pipelines as dp
+import zoo
+from tuning import spaces
+from zoo import blocks, training
+
+
+def build_cnn(
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    name: str = "cnn",
+    conv_blocks: int = 2,
+    filters: int = 32,
+    convs_per_block: int = 1,
+    kernel_size: int = 3,
+    pooling: str = "max",
+    dense_units: int = 128,
+    **common: Any,
+) -> keras.Model:
+    """LeNet/VGG-style stack from the zoo's blocks: `conv_blocks` blocks of
+    `convs_per_block` convolutions (`filters` doubling per block), each pooled by 2,
+    then `fc1` with `dense_units` and the classifier. `common` are the zoo's uniform
+    builder arguments (activation, kernel_initializer, ...)."""
+    if pooling not in ("max", "avg"):
+        raise ValueError(f"pooling must be 'max' or 'avg'; received {pooling!r}.")
+    k, head = blocks.options(num_classes, **common)
+    pool = {"max": layers.MaxPooling2D, "avg": layers.AveragePooling2D}[pooling]
+    inputs = keras.Input(input_shape, name="inputs")
+    x, features = inputs, {}
+    for b in range(1, conv_blocks + 1):
+        for c in range(1, convs_per_block + 1):
+            x = k.conv(x, filters * 2 ** (b - 1), kernel_size, name=f"block{b}_conv{c}")
+        x = features[f"block{b}"] = pool(2, name=f"block{b}_pool")(x)
+    return head.model(
+        inputs, features, lambda x: blocks.dense_top(x, k, head, (dense_units,)), name
+    )
+
+
+class ZooHyperModel(kt.HyperModel):
+    """Base of the family HyperModels.
+
+    Args:
+        info: The dataset's `data_pipelines.DatasetInfo` (input shape, classes, size).
+        config: Training settings the space does not choose (dataset, image size,
+            augmentation, seed, ...); `optimizer`, `learning_rate` and `batch_size`
+            come from the space.
+        space: A space function (default: `tuning.spaces.SPACES[family]`).
+    """
+
+    family = ""
+
+    def __init__(
+        self,
+        info: dp.DatasetInfo,
+        config: training.TrainConfig | None = None,
+        space: spaces.Space | None = None,
+    ) -> None:
+        super().__init__(name=self.family)
+        self.info = info
+        self.config = config or training.TrainConfig(dataset=info.source)
+        self.space = space or spaces.SPACES[self.family]
+        self.check_input(tuple(info.input_shape))
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Refuse data the family cannot take (images only, minimum size)."""
+        if self.info.task == "tabular" or len(shape) != 3:
+            raise ValueError(
+                f"{self.family} needs images; the data is {self.info.task} with "
+                f"inputs {shape}. Use the mlp family."
+            )
+
+    def settings(self, hp: kt.HyperParameters) -> tuple[dict[str, Any], Any]:
+        """The builder arguments and the TrainConfig chosen by `hp`."""
+        chosen = dict(self.space(hp))
+        train = {k: chosen.pop(k) for k in spaces.TRAINING if k in chosen}
+        return chosen, dataclasses.replace(self.config, **train)
+
+    def build_model(self, **kwargs: Any) -> keras.Model:
+        """The uncompiled model for builder arguments chosen by the space."""
+        raise NotImplementedError
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        """Build (through the zoo) and compile the model `hp` describes."""
+        kwargs, config = self.settings(hp)
+        model = self.build_model(**kwargs)
+        steps = math.ceil(self.info.sizes["train"] / config.batch_size)
+        model.compile(
+            optimizer=training.make_optimizer(config, steps),
+            loss=training.make_loss(config, training.needs_one_hot(config, self.info)),
+            metrics=["accuracy"],
+            jit_compile=config.jit_compile,
+        )
+        return model
+
+    def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
+        """Load the data at the chosen batch size and fit on train, validate on val."""
+        _, config = self.settings(hp)
+        splits = training.load_data(config)
+        return model.fit(
+            splits.train, *args, validation_data=splits.val, shuffle=False, **kwargs
+        )
+
+    def _zoo(self, name: str, **kwargs: Any) -> keras.Model:
+        return zoo.build(
+            name,
+            input_shape=tuple(self.info.input_shape),
+            num_classes=self.info.num_classes,
+            **kwargs,
+        )
+
+
+class MLPHyperModel(ZooHyperModel):
+    """`zoo.build("mlp", hidden_units=...)` with the mlp space."""
+
+    family = "mlp"
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Any input shape."""
+
+    def build_model(self, **kwargs: Any) -> keras.Model:
+        return self._zoo("mlp", **kwargs)
+
+
+class CNNHyperModel(ZooHyperModel):
+    """`build_cnn` (zoo blocks) with the cnn space."""
+
+    family = "cnn"
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Images of at least 8x8: up to three 2x2 poolings."""
+        super().check_input(shape)
+        least = 2**spaces.MAX_CONV_BLOCKS
+        if min(shape[:2]) < least:
+            raise ValueError(
+                f"cnn needs images of at least {least}x{least}; received inputs "
+                f"{shape}. Pass --image-size {least} or larger."
+            )
+
+    def build_model(self, **kwargs: Any) -> keras.Model:
+        return build_cnn(
+            input_shape=tuple(self.info.input_shape),
+            num_classes=self.info.num_classes,
+            **kwargs,
+        )
+
+
+class ResNetHyperModel(ZooHyperModel):
+    """`zoo.build(f"resnet{depth}", width=...)` (CIFAR ResNets), resnet space."""
+
+    family = "resnet"
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Images at least as large as the CIFAR ResNets' minimum."""
+        super().check_input(shape)
+        least = zoo.model_card("resnet20").min_input
+        if min(shape[:2]) < least:
+            raise ValueError(
+                f"resnet needs images of at least {least}x{least}; received inputs "
+                f"{shape}. Pass --image-size {least} or larger."
+            )
+
+    def build_model(self, *, depth: int, **kwargs: Any) -> keras.Model:
+        return self._zoo(f"resnet{depth}", **kwargs)
+
+
+HYPERMODELS: dict[str, type[ZooHyperModel]] = {
+    m.family: m for m in (MLPHyperModel, CNNHyperModel, ResNetHyperModel)
+}
+FAMILIES = tuple(HYPERMODELS)
+
+
+def hypermodel(
+    family: str,
+    info: dp.DatasetInfo,
+    config: training.TrainConfig | None = None,
+    space: spaces.Space | None = None,
+) -> ZooHyperModel:
+    """The HyperModel of a family; ValueError naming the allowed families."""
+    if family not in HYPERMODELS:
+        raise ValueError(
+            f"unknown family {family!r}; allowed: {', '.join(FAMILIES)}. Pick one, "
+            "e.g. `zoo tune mlp`."
+        )
+    return HYPERMODELS[family](info, config, space)
