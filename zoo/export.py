@@ -181,8 +181,9 @@ def export_saved_model(
         base_dir: Export root; the version is written to `<base_dir>/<version>`.
         version: Integer version to write; `None` takes the next free one. An
             existing version is never overwritten.
-        raw_image_input: Serve uint8 images and preprocess inside the graph.
-            `False` serves float32 model inputs as they are.
+        raw_image_input: Serve uint8 images (tabular runs: float32 encoded
+            features) and preprocess inside the graph. `False` serves float32
+            model inputs as they are.
         preprocessing: Keras layer/model mapping raw uint8 batches to model inputs
             (e.g. `data_pipelines.preprocessing_model(info)`). Default: built from
             a run's dataset.json, else `Rescaling(1/255)` only.
