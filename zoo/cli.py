@@ -243,6 +243,67 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
                    help="how long a worker waits for the chief")
 
 
+def _unfreeze_spec(text: str) -> int | float | str | None:
+    """'10' -> 10 layers, '0.25' -> a fraction, 'all' -> None, else a stage/layer."""
+    if text == "all":
+        return None
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
+
+
+# `zoo train` flags that `zoo finetune` takes too (see transfer.FINETUNE_OPTIONS).
+FINETUNE_TRAIN_FLAGS = (
+    "dataset", "image_size", "channels", "normalize", "augment", "val_fraction",
+    "label_column", "data_dir", "batch_size", "optimizer", "learning_rate",
+    "momentum", "nesterov", "weight_decay", "loss", "from_logits", "label_smoothing",
+    "schedule", "warmup_epochs", "step_epochs", "step_factor", "early_stopping",
+    "seed", "deterministic", "jit_compile", "run_dir", "name", "export",
+)
+
+
+def cmd_finetune(args: argparse.Namespace) -> None:
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("command", "func", "source")}
+    load_tensorflow()
+    from zoo import transfer
+
+    transfer.finetune(args.source, **options)
+
+
+def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of `zoo finetune`: its own, plus the shared ones of `zoo train`."""
+    s = argparse.SUPPRESS
+    p.add_argument("source", help="run directory (its best.keras), .keras file, or "
+                   "keras:NAME for a keras.applications backbone (keras:ResNet50)")
+    p.add_argument("--head-epochs", dest="head_epochs", type=int, default=s,
+                   help="phase 1: train the new head, backbone frozen (default 5)")
+    p.add_argument("--finetune-epochs", dest="finetune_epochs", type=int,
+                   default=s, help="phase 2: fine-tune (default 10; 0 = head only)")
+    p.add_argument("--unfreeze", dest="unfreeze_top", type=_unfreeze_spec,
+                   default=s, metavar="WHERE", help="what phase 2 trains: a stage "
+                   "or layer name and all above it, N top layers with weights, a "
+                   "fraction, or all (default)")
+    p.add_argument("--finetune-lr", dest="finetune_lr", type=float, default=s,
+                   help="phase 2 learning rate (default 1e-4; --lr is phase 1's)")
+    p.add_argument("--keep-batch-norm-frozen", dest="keep_batch_norm_frozen",
+                   action=argparse.BooleanOptionalAction, default=s,
+                   help="keep BatchNormalization frozen in phase 2 (default: yes)")
+    p.add_argument("--dropout", type=float, default=s,
+                   help="dropout before the new classifier")
+    p.add_argument("--cut", default=s, metavar="LAYER",
+                   help="layer whose output feeds the new head (default: the "
+                   "pooling/flatten before the old head)")
+    p.add_argument("--weights", default=s, help="keras:NAME backbones: imagenet "
+                   "(default; needs internet), a weights file, or none")
+    train = argparse.ArgumentParser(add_help=False)
+    _add_train_flags(train)
+    for action in train._actions:
+        if action.dest in FINETUNE_TRAIN_FLAGS:
+            p._add_action(action)
+
+
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags of `zoo train`; each maps to a TrainConfig field of the same name.
     Absent flags stay absent (SUPPRESS) so a TOML file or the run's config rules."""
@@ -338,6 +399,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train, evaluate and record a run")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "finetune",
+        help="transfer a trained model: train a new head, then fine-tune",
+        description="Phase 1 trains a new classifier on the frozen backbone (--lr); "
+        "phase 2 unfreezes --unfreeze and trains with --finetune-lr. One run "
+        "directory records both (history.csv has a phase column).",
+    )
+    _add_finetune_flags(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("evaluate", help="test metrics of a run's best model")
     p.add_argument("run_dir")

@@ -330,13 +330,12 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
         )
         if getattr(config, k) is not None
     }
-    head = "sigmoid" if config.loss == "binary_crossentropy" else "softmax"
     try:
         return zoo.build(
             config.model,
             input_shape=info.input_shape,
             num_classes=info.num_classes,
-            classifier_activation=None if config.from_logits else head,
+            classifier_activation=classifier_activation(config),
             **knobs,
             **config.model_args,
         )
@@ -347,6 +346,13 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
                 f"{info.input_shape[0]}x{info.input_shape[1]}."
             ) from None
         raise
+
+
+def classifier_activation(config: TrainConfig) -> str | None:
+    """The output activation the loss expects: softmax, sigmoid, or None (logits)."""
+    if config.from_logits:
+        return None
+    return "sigmoid" if config.loss == "binary_crossentropy" else "softmax"
 
 
 def distribution(config: TrainConfig) -> tf.distribute.Strategy:
@@ -364,6 +370,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     Keras' CSVLogger and ModelCheckpoint write in place; this writes each file
     atomically and, on resume, drops history rows of epochs that are re-run.
+    Setting `phase` (e.g. "head", "finetune") adds a `phase` column to the rows.
     """
 
     def __init__(
@@ -372,8 +379,9 @@ class RunRecorder(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float | str]] = []
         self.bad_epoch: int | None = None
+        self.phase: str | None = None
         path = run_dir / "history.csv"
         if path.exists() and start_epoch:
             history = pd.read_csv(path)
@@ -402,7 +410,10 @@ class RunRecorder(keras.callbacks.Callback):
         best = max(
             (r.get(self.monitor, -math.inf) for r in self.rows), default=-math.inf
         )
-        self.rows.append({"epoch": epoch, **{k: float(v) for k, v in logs.items()}})
+        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        if self.phase is not None:
+            row["phase"] = self.phase
+        self.rows.append(row)
         history = pd.DataFrame(self.rows)
         write_atomic(self.run_dir / "history.csv", history.to_csv(index=False))
         save_atomic(self.model, self.run_dir / "last.keras")
@@ -424,7 +435,8 @@ class FiniteBackup(keras.callbacks.BackupAndRestore):
 
 
 def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
-    """loss.png and accuracy.png: train vs val per epoch."""
+    """loss.png and accuracy.png: train vs val per epoch; with a `phase` column, a
+    dashed line marks where each phase after the first begins."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -437,6 +449,19 @@ def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
         ax.plot(history["epoch"] + 1, history[metric], "o-", label="train")
         if f"val_{metric}" in history:
             ax.plot(history["epoch"] + 1, history[f"val_{metric}"], "o-", label="val")
+        if "phase" in history:
+            starts = history[history["phase"] != history["phase"].shift()].iloc[1:]
+            for epoch, phase in zip(starts["epoch"], starts["phase"], strict=True):
+                ax.axvline(epoch + 0.5, color="gray", linestyle="--")
+                ax.annotate(
+                    phase,
+                    (epoch + 0.5, 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(4, -4),
+                    textcoords="offset points",
+                    va="top",
+                    color="gray",
+                )
         ax.set(xlabel="epoch", ylabel=metric, title=f"{metric}: train vs val")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -583,22 +608,7 @@ def train(
             ),
             keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         ]
-        if config.early_stopping:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    "val_accuracy",
-                    patience=config.early_stopping,
-                    restore_best_weights=True,
-                )
-            )
-        if config.schedule == "plateau":
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    "val_loss",
-                    factor=config.step_factor,
-                    patience=max(1, config.step_epochs // 2),
-                )
-            )
+        callbacks += config_callbacks(config)
         for _ in range(2 * start_epoch):
             # Each iter() of a reshuffling tf.data dataset draws the next order, and
             # Keras 3.15's fit creates two per epoch (one at its start, one at its
@@ -641,6 +651,28 @@ def train(
     return TrainResult(run_dir, metrics, history, best, export_dir)
 
 
+def config_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping and the plateau schedule, when the config asks for them."""
+    callbacks = []
+    if config.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                "val_accuracy",
+                patience=config.early_stopping,
+                restore_best_weights=True,
+            )
+        )
+    if config.schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                "val_loss",
+                factor=config.step_factor,
+                patience=max(1, config.step_epochs // 2),
+            )
+        )
+    return callbacks
+
+
 def _finished_epochs(run_dir: Path) -> int:
     """Epochs completed according to the BackupAndRestore checkpoint (0 if none)."""
     meta = run_dir / "checkpoints" / "training_metadata.json"
@@ -679,6 +711,11 @@ def _resume_config(run_dir: Path, options: dict[str, Any]) -> tuple[Path, TrainC
         raise ValueError(
             f"{str(run_dir)!r} is not a run directory (no config.json); pass a "
             "directory made by `zoo train`."
+        )
+    if (run_dir / "transfer.json").is_file():
+        raise ValueError(
+            f"{str(run_dir)!r} is a fine-tuning run (transfer.json); --resume "
+            "continues `zoo train` runs only. Start `zoo finetune` again instead."
         )
     saved = json.loads(path.read_text())
     conflicts = [
