@@ -205,8 +205,10 @@ class Knobs:
 
 
 def batch_norm(x, name: str):
-    """BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1 == Keras 0.9)."""
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
+    """BatchNorm with PyTorch's momentum (0.1 == Keras 0.9) and keras.applications'
+    epsilon 1.001e-5: TensorFlow's fused kernel needs epsilon > 1e-5, and the
+    unfused path made ResNet-50's train step ~12 % slower here."""
+    return layers.BatchNormalization(epsilon=1.001e-5, momentum=0.9, name=name)(x)
 
 
 @dataclass(frozen=True)

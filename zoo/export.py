@@ -77,8 +77,9 @@ np.savez(outputs_path, batch1_probabilities=single,
 """
 
 
-class VerificationError(RuntimeError):
-    """The exported SavedModel does not reproduce the Keras model."""
+class VerificationError(ValueError):
+    """The exported SavedModel does not reproduce the Keras model (nothing is
+    renamed into place; the CLI reports it as a one-line error)."""
 
 
 @dataclass(frozen=True)
@@ -649,10 +650,20 @@ def _all_layers(model: keras.Model) -> list[keras.Layer]:
 
 
 def _single_output(model: keras.Model) -> keras.Model:
-    """The model itself, or its first output only for multi-output models."""
-    if len(model.outputs) == 1:
+    """The model's first output as probabilities: auxiliary outputs (GoogLeNet's
+    aux heads) are dropped, and a model that ends in logits (a Dense layer with a
+    linear activation, e.g. trained with from_logits) gets a softmax."""
+    output = model.outputs[0]
+    last = output._keras_history[0]
+    if isinstance(last, keras.layers.Dense) and last.activation in (
+        keras.activations.linear,
+        None,
+    ):
+        output = keras.layers.Activation("softmax", dtype="float32",
+                                         name="probabilities")(output)
+    elif len(model.outputs) == 1:
         return model
-    return keras.Model(model.input, model.outputs[0], name=model.name)
+    return keras.Model(model.inputs, output, name=model.name)
 
 
 def _load_source(obj: keras.Model | str | os.PathLike) -> _Source:
