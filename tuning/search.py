@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import functools
 import importlib
+import io
 import json
 import math
 import os
@@ -32,6 +33,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator, Mapping
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,9 +162,15 @@ class _RecordingOracle:
         super().__init__(*args, **kwargs)
         self.workers: dict[str, str] = {}
         self.runs: dict[str, int] = {}
+        self.last_call = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """Seconds since a tuner last asked for or ended a trial, if none is running."""
+        return 0.0 if self.ongoing_trials else time.monotonic() - self.last_call
 
     @kt.synchronized
     def create_trial(self, tuner_id: str):
+        self.last_call = time.monotonic()
         trial = super().create_trial(tuner_id)
         if trial.status == "RUNNING":
             self.workers[trial.trial_id] = tuner_id
@@ -170,6 +178,7 @@ class _RecordingOracle:
 
     @kt.synchronized
     def end_trial(self, trial) -> None:
+        self.last_call = time.monotonic()
         self.runs[trial.trial_id] = self.runs.get(trial.trial_id, 0) + 1
         super().end_trial(trial)
         if self.recorder is not None:
@@ -226,7 +235,10 @@ def results_table(oracle: kt.Oracle, directory: str | os.PathLike) -> pd.DataFra
     table = _typed(
         pd.DataFrame(rows, columns=None if rows else [*names, "error"]), space
     )
-    metrics = [m for m in METRICS if m in table]
+    objective = oracle.objective.name
+    if objective not in table:  # no trial has finished
+        table[objective] = float("nan")
+    metrics = list(dict.fromkeys(m for m in (objective, *METRICS) if m in table))
     others = [c for c in table if c not in (*names, *metrics, "error")]
     return table[[*names, *others, *metrics, "error"]]
 
@@ -243,7 +255,7 @@ def _last_line(text: str) -> str:
     """The exception line of a traceback, without the module path of its class."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else "unknown error"
-    return re.sub(r"^(?:[\w]+\.)+(\w+: )", r"\1", last)
+    return re.sub(r"^(?:\w+\.)*(?:FailedTrialError: )?", "", last)
 
 
 # --- the worker side: one trial per child process -------------------------------------
@@ -442,6 +454,7 @@ class SearchResult:
         both = (
             splits.train.unbatch()
             .concatenate(splits.val.unbatch())
+            .apply(tf.data.experimental.assert_cardinality(size))
             .shuffle(size, seed=config.seed, reshuffle_each_iteration=True)
             .batch(config.batch_size)
             .prefetch(tf.data.AUTOTUNE)
@@ -519,7 +532,12 @@ def load_results(
     table_path = directory / TABLE_FILE
     names = [h["config"]["name"] for h in spec["hyperparameters"]["space"]]
     table = (
-        pd.read_csv(table_path, dtype={"trial_id": str, "tuner/trial_id": str})
+        pd.read_csv(
+            table_path,
+            dtype={"trial_id": str, "tuner/trial_id": str},
+            keep_default_na=False,  # "none", "nan" are values; an empty cell is not
+            na_values=[""],
+        )
         if table_path.is_file()
         else pd.DataFrame(columns=["trial_id", "status", *names, spec["objective"]])
     )
@@ -642,15 +660,18 @@ def _kerastuner_settings(
     no traceback print per failed trial (it is in the trial's error.txt)."""
     from keras_tuner.src import config
     from keras_tuner.src.distribute import oracle_client
+    from keras_tuner.src.engine import conditions
 
     saved = {k: os.environ.pop(k, None) for k in _ENV}
     saved_timeout, saved_debug = oracle_client.TIMEOUT, config.DEBUG
+    to_proto = conditions.Parent.to_proto
     config.DEBUG = False
     if role is not None:
         host, port = parse_address(address)
         tuner_id = "chief" if role == "chief" else str(worker_id)
         os.environ.update(zip(_ENV, (tuner_id, host, str(port)), strict=True))
         oracle_client.TIMEOUT = timeout
+        conditions.Parent.to_proto = _silenced(to_proto)
     try:
         with warnings.catch_warnings():
             # The Bayesian oracle's Gaussian process warns on fits of few trials.
@@ -658,10 +679,23 @@ def _kerastuner_settings(
             yield
     finally:
         oracle_client.TIMEOUT, config.DEBUG = saved_timeout, saved_debug
+        conditions.Parent.to_proto = to_proto
         for key, value in saved.items():
             os.environ.pop(key, None)
             if value is not None:
                 os.environ[key] = value
+
+
+def _silenced(method):
+    """keras-tuner 1.4.8's `Parent.to_proto` prints its first value on every call (a
+    leftover debug print): thousands of lines in a distributed search."""
+
+    @functools.wraps(method)
+    def silent(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return method(self)
+
+    return silent
 
 
 def _wait_for_oracle(address: str, timeout: float) -> None:
@@ -679,6 +713,38 @@ def _wait_for_oracle(address: str, timeout: float) -> None:
         ) from None
     finally:
         channel.close()
+
+
+def _serve(oracle: _RecordingOracle, address: str, idle_timeout: float) -> None:
+    """The chief: KerasTuner's gRPC oracle service until every trial has ended and
+    every worker was told to stop (as `oracle_chief.start_server`, plus a clean
+    shutdown and a bounded wait when no worker shows up).
+
+    Raises:
+        ValueError: When no worker asked for a trial for `idle_timeout` seconds
+            while none was running.
+    """
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute import oracle_chief
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = oracle_chief.OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(address)
+    server.start()
+    try:
+        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+            if oracle.idle_seconds() > idle_timeout:
+                raise ValueError(
+                    f"no worker asked the chief at {address} for a trial in "
+                    f"{idle_timeout:g} s; start workers (zoo tune ... --distributed "
+                    f"worker --worker-id w1 --oracle-address {address}) or raise "
+                    "--oracle-timeout."
+                )
+            time.sleep(0.2)
+    finally:
+        server.stop(grace=5).wait()
 
 
 def _check_can_listen(address: str) -> None:
@@ -770,6 +836,7 @@ def _make_oracle(
         options["num_initial_points"] = max(3, max_trials // 3)
     oracle = _recording(TUNERS[tuner])(**options)
     oracle.max_trials = max_trials  # Hyperband too: brackets repeat until max_trials
+    oracle.verbose = 0  # KerasTuner's own per-trial printout; we print one line
     return oracle
 
 
@@ -939,7 +1006,11 @@ def search(
                 f"trials, {objective} ({OBJECTIVES[objective]}); {directory}"
             )
         try:
-            zoo_tuner.search(verbose=0)
+            if distributed == "chief":
+                zoo_tuner.save()
+                _serve(oracle, oracle_address, oracle_timeout)
+            else:
+                zoo_tuner.search(verbose=0)
         except RuntimeError as err:  # KerasTuner: too many failed trials in a row
             raise ValueError(
                 f"search stopped: {str(err).splitlines()[0]} Last error: "

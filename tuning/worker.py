@@ -151,7 +151,8 @@ def run(job: TrialJob, parent_pid: int | None = None) -> dict[str, float]:
 def _child(job: TrialJob, conn) -> None:
     try:
         # The parent is the forkserver, which exits when the search process dies.
-        conn.send({"metrics": run(job, os.getppid())})
+        metrics = run(job, os.getppid())
+        conn.send({"metrics": metrics, "space": job.hyperparameters})
     except BaseException:
         conn.send({"error": traceback.format_exc()})
     finally:
@@ -229,4 +230,7 @@ def run_isolated(job: TrialJob) -> dict[str, float]:
             process.join()
     if "error" in answer:
         raise TrialProcessError(answer["error"])
+    # Hyperparameters first declared while building (KerasTuner's "new entries")
+    # reach the oracle with the trial, as when the build runs in this process.
+    job.hyperparameters.merge(answer["space"], overwrite=False)
     return answer["metrics"]

@@ -1,0 +1,379 @@
+"""Tuning: spaces, fixed hyperparameters, real small searches on digits, bad input."""
+
+import contextlib
+import io
+import json
+import pathlib
+import shutil
+import socket
+import time
+
+import keras_tuner as kt
+import pandas as pd
+import pytest
+
+import tuning
+from tuning import spaces
+from zoo import cli, training
+
+DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tuning.md"
+QUICK = {"max_trials": 4, "epochs": 3, "seed": 0}
+FIXED = {"activation": "tanh", "batch_size": 128}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def mlp_search(tmp_path_factory):
+    """One real isolated random search on digits, shared by the tests below."""
+    directory = tmp_path_factory.mktemp("search") / "mlp"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = tuning.search("mlp", directory=directory, fixed=FIXED, **QUICK)
+    return result, printed.getvalue().splitlines()
+
+
+# --- spaces ---------------------------------------------------------------------------
+
+
+def test_mlp_space_units_exist_only_with_their_layer():
+    space = spaces.declare(spaces.mlp)
+    units = {f"units_{i}" for i in range(1, 7)}
+    assert units <= {hp.name for hp in space.space}
+    for layers in range(1, 7):
+        hp = space.copy()
+        hp.values[spaces.NUM_LAYERS] = layers
+        hp.ensure_active_values()
+        active = {n for n in units if n in hp.values}
+        assert active == {f"units_{i}" for i in range(1, layers + 1)}
+        assert len(spaces.mlp(hp)["hidden_units"]) == layers
+
+
+@pytest.mark.parametrize("family", sorted(spaces.SPACES))
+def test_every_hyperparameter_is_documented(family):
+    text = DOCS.read_text()
+    names = {hp.name for hp in spaces.declare(spaces.SPACES[family]).space}
+    assert names, family
+    assert not {n for n in names if f"`{n}`" not in text}
+
+
+def test_declare_finds_hyperparameters_declared_only_when_active():
+    def branches(hp):  # KerasTuner's pattern: declared only in the active branch
+        kind = hp.Choice("kind", ["a", "b", "c"])
+        for branch in ("b", "c"):
+            with hp.conditional_scope("kind", [branch]):
+                if kind == branch:
+                    hp.Int(f"{branch}_units", 8, 64)
+        return {}
+
+    names = [hp.name for hp in spaces.declare(branches).space]
+    assert names == ["kind", "b_units", "c_units"]
+
+
+def test_fix_pins_values_under_the_same_conditions():
+    space = spaces.declare(spaces.mlp)
+    fixed = spaces.fix(
+        space, {"units_2": 32, "activation": "elu", "batch_norm": "true"}
+    )
+    by_name = {hp.name: hp for hp in fixed.space}
+    assert [hp.name for hp in fixed.space] == [hp.name for hp in space.space]
+    assert isinstance(by_name["units_2"], kt.engine.hyperparameters.Fixed)
+    assert by_name["units_2"].value == 32 and isinstance(by_name["units_2"].value, int)
+    original = next(hp for hp in space.space if hp.name == "units_2")
+    assert by_name["units_2"].conditions == original.conditions
+    assert by_name["batch_norm"].value is True
+    hp = fixed.copy()
+    hp.values[spaces.NUM_LAYERS] = 3
+    hp.ensure_active_values()
+    assert spaces.mlp(hp)["hidden_units"][1] == 32
+    assert spaces.mlp(hp)["activation"] == "elu"
+
+
+@pytest.mark.parametrize(
+    ("fixed", "expected"),
+    [
+        ({"units_1": 100}, "units_1=100: outside its space (one of 16, 32"),
+        ({"num_layers": 7}, "num_layers=7: outside its space (an int in [1, 6])"),
+        ({"activation": "selu"}, "activation='selu': outside its space (one of relu"),
+        ({"learning_rate": 1.0}, "outside its space (a number in [0.0001, 0.1]"),
+        ({"batch_norm": "maybe"}, "batch_norm='maybe': outside its space (true or"),
+        ({"colour": "red"}, "cannot fix colour: not a hyperparameter of this space"),
+    ],
+)
+def test_fix_outside_the_space_is_refused(fixed, expected):
+    with pytest.raises(ValueError, match="cannot fix") as err:
+        spaces.fix(spaces.declare(spaces.mlp), fixed)
+    assert expected in str(err.value)
+
+
+# --- a real search --------------------------------------------------------------------
+
+
+def test_table_has_one_row_per_trial_with_every_column(mlp_search):
+    result, lines = mlp_search
+    table = result.table
+    hp_names = [hp.name for hp in spaces.declare(spaces.mlp).space]
+    assert list(table["trial_id"]) == ["0", "1", "2", "3"]
+    assert list(table["status"]) == ["COMPLETED"] * 4
+    assert list(table["runs"]) == [1] * 4
+    assert set(table["worker"]) == {"tuner0"}
+    assert list(table.columns[4 : 4 + len(hp_names)]) == hp_names
+    for column in ["val_accuracy", "val_loss", "params", "seconds", "train_seconds"]:
+        assert table[column].notna().all(), column
+    assert (table["val_accuracy"].between(0.05, 1)).all()
+    assert (table["epochs"] <= QUICK["epochs"]).all()
+    assert (table["params"] > 0).all()
+    assert (table["seconds"] >= table["train_seconds"]).all()
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == 4
+    assert all(
+        "COMPLETED: val_accuracy" in line and "best " in line for line in trial_lines
+    )
+
+
+def test_table_has_no_stale_conditional_values(mlp_search):
+    table = mlp_search[0].table
+    for _, row in table.iterrows():
+        for i in range(1, 7):
+            assert pd.notna(row[f"units_{i}"]) == (i <= row["num_layers"]), (i, row)
+        assert pd.notna(row["regularization"]) == (row["regularizer"] != "none")
+    assert table["num_layers"].nunique() > 1  # the check above saw different depths
+
+
+def test_fixed_hyperparameters_are_honoured(mlp_search):
+    table = mlp_search[0].table
+    assert set(table["activation"]) == {"tanh"}
+    assert set(table["batch_size"]) == {128}
+
+
+def test_results_are_written_after_every_trial_and_read_back(mlp_search):
+    result = mlp_search[0]
+    again = tuning.load_results(result.directory)
+    pd.testing.assert_frame_equal(again.table, result.table, check_dtype=False)
+    assert not list(result.directory.glob(".*.tmp"))
+    for name in ("score_by_trial.png", "score_vs_hyperparameters.png"):
+        assert (result.directory / name).read_bytes()[:4] == b"\x89PNG"
+    best = result.top(1).iloc[0]
+    assert best["val_accuracy"] == result.table["val_accuracy"].max()
+    assert result.best_trial_id == best["trial_id"]
+    assert result.best_hyperparameters["activation"] == "tanh"
+    assert "4 trials (4 completed)" in result.summary()
+
+
+def test_tensorboard_logs_carry_hparams(mlp_search):
+    result = mlp_search[0]
+    for trial_id in result.table["trial_id"]:
+        logs = list((result.directory / "tensorboard" / trial_id).rglob("events.*"))
+        assert logs, trial_id
+        assert any(b"hparams" in path.read_bytes() for path in logs)
+
+
+def test_best_model_retrained_and_exported(mlp_search, tmp_path):
+    result = mlp_search[0]
+    best_epoch = int(result.top(1)["best_epoch"].iloc[0])
+    retrained = result.retrain_and_export(tmp_path / "export")
+    assert retrained.export_dir == tmp_path / "export" / "1"
+    meta = json.loads((retrained.export_dir / "export_meta.json").read_text())
+    check = meta["verification"]
+    assert check["max_abs_diff"] <= check["tolerance"]
+    assert check["top1_agreement"] == 1.0 and check["imported_project"] == []
+    assert retrained.metrics["epochs"] == best_epoch == len(retrained.history)
+    assert retrained.metrics["trained_on"] == "train+val"
+    evaluated = training.evaluate(retrained.run_dir)
+    assert evaluated["test_size"] == 360
+    assert evaluated["test_accuracy"] == pytest.approx(
+        retrained.metrics["test_accuracy"], abs=1e-6
+    )
+    assert retrained.metrics["test_accuracy"] > 0.5
+
+
+def test_resume_keeps_finished_trials(mlp_search, tmp_path):
+    source = mlp_search[0]
+    directory = tmp_path / "resumed"
+    shutil.copytree(source.directory, directory)
+    before = {
+        p.parent.name: p.read_bytes()
+        for p in (directory / "trials").glob("trial_*/trial.json")
+    }
+    options = {**QUICK, "max_trials": 5}
+    result = tuning.search(
+        "mlp", directory=directory, fixed=FIXED, resume=True, **options
+    )
+    table = result.table
+    assert list(table["trial_id"]) == ["0", "1", "2", "3", "4"]
+    assert list(table["runs"]) == [1] * 5
+    assert table["status"].eq("COMPLETED").all()
+    for name, content in before.items():
+        assert (directory / "trials" / name / "trial.json").read_bytes() == content
+    columns = ["trial_id", "num_layers", "units_1", "val_accuracy"]
+    pd.testing.assert_frame_equal(table[columns].head(4), source.table[columns])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"family": "cnn"}, "family='mlp' (received 'cnn')"),
+        ({"image_size": 16}, "image_size=None (received 16)"),
+        ({"fixed": {"activation": "relu"}}, "the search space"),
+        ({"tuner": "bayesian"}, "tuner='random' (received 'bayesian')"),
+    ],
+)
+def test_resume_refuses_a_different_search(mlp_search, change, expected):
+    options = {"family": "mlp", "fixed": FIXED, **QUICK, **change}
+    with pytest.raises(ValueError, match="holds a different search") as err:
+        tuning.search(directory=mlp_search[0].directory, resume=True, **options)
+    assert expected in str(err.value)
+
+
+def test_existing_or_missing_search_directory_is_refused(mlp_search, tmp_path):
+    with pytest.raises(ValueError, match="already holds a search .*--resume"):
+        tuning.search("mlp", directory=mlp_search[0].directory, fixed=FIXED, **QUICK)
+    with pytest.raises(ValueError, match="nothing to resume in .*no search.json"):
+        tuning.search("mlp", directory=tmp_path / "empty", resume=True, **QUICK)
+
+
+# --- failures inside trials -----------------------------------------------------------
+
+
+def exploding(hp):
+    """The mlp space plus a `mode`: a normal trial, one that raises, one with NaNs."""
+    settings = spaces.mlp(hp)
+    mode = hp.Choice("mode", ["ok", "raise", "nan"])
+    if mode == "raise":
+        raise RuntimeError("boom while building")
+    if mode == "nan":
+        settings.update(optimizer="sgd", learning_rate=1e12)
+    return settings
+
+
+def test_failed_and_nan_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    pinned = spaces.declare(spaces.mlp).values  # defaults: only `mode` varies
+    result = tuning.search(
+        "mlp",
+        tuner="grid",
+        space=exploding,
+        fixed=pinned,
+        directory=tmp_path / "explode",
+        isolate=False,
+        **QUICK,
+    )
+    table = result.table.set_index("mode")
+    assert list(result.table["mode"]) == ["ok", "raise", "nan"]
+    assert table.loc["ok", "status"] == "COMPLETED"
+    assert table.loc["raise", "status"] == "FAILED"
+    assert table.loc["raise", "error"] == "RuntimeError: boom while building"
+    assert table.loc["nan", "status"] == "FAILED"
+    assert table.loc["nan", "error"].startswith("loss became NaN in epoch 1")
+    error = tmp_path / "explode" / "trials" / "trial_1" / "error.txt"
+    assert "Traceback" in error.read_text()
+    assert result.spec["space"] == "test_tuning:exploding"
+
+
+def test_oversized_models_fail_their_trial(tmp_path):
+    result = tuning.search(
+        "mlp",
+        directory=tmp_path / "small",
+        fixed={"num_layers": 1, "units_1": 512},
+        max_model_size=10_000,
+        max_trials=1,
+        epochs=1,
+    )
+    assert result.table["status"].tolist() == ["FAILED"]
+    assert "max_model_size=10,000" in result.table["error"].iloc[0]
+
+
+# --- command line ---------------------------------------------------------------------
+
+
+def test_cli_hyperband_continues_trials_and_shows_results(tmp_path, capsys):
+    directory = str(tmp_path / "hb")
+    code, out, err = run_cli(
+        "tune", "mlp", "--tuner", "hyperband", "--max-trials", "4", "--epochs", "3",
+        "--directory", directory, "--fix", "batch_size=128", capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert sum(line.startswith("trial ") for line in out.splitlines()) == 4
+    table = tuning.load_results(directory).table
+    assert list(table["tuner/epochs"]) == [1, 1, 1, 3]
+    first_round = table.head(3)
+    best = first_round.loc[first_round["val_accuracy"].idxmax(), "trial_id"]
+    assert table["tuner/trial_id"].iloc[3] == best
+    assert table["tuner/initial_epoch"].iloc[3] == 1
+    assert table["epochs"].iloc[3] == 3
+    checkpoint = tmp_path / "hb" / "trials" / f"trial_{best}" / "checkpoint.weights.h5"
+    assert checkpoint.is_file()
+
+    code, out, err = run_cli("tune-results", directory, "--top", "2", capsys=capsys)
+    assert code == 0, err
+    assert out.splitlines()[0].startswith("mlp on digits, hyperband search in")
+    assert len([line for line in out.splitlines() if "COMPLETED" in line]) == 2
+    assert out.count("plot: ") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["tune", "foo"], "unknown family 'foo'; allowed: mlp, cnn, resnet."),
+        (["tune", "mlp", "--tuner", "genetic"], "unknown tuner 'genetic'; allowed"),
+        (["tune", "mlp", "--objective", "f1"], "unknown objective 'f1'; allowed"),
+        (["tune", "mlp", "--max-trials", "0"], "max_trials must be an int >= 1"),
+        (["tune", "mlp", "--fix", "units_1=100"], "cannot fix units_1=100"),
+        (["tune", "cnn", "--image-size", "4"], "cnn needs images of at least 8x8"),
+        (["tune", "mlp", "--distributed", "boss"], "unknown distributed role"),
+        (["tune", "mlp", "--distributed", "worker"], "needs a unique --worker-id"),
+        (
+            ["tune", "mlp", "--distributed", "worker", "--worker-id", "w1",
+             "--oracle-address", "localhost"],
+            "bad oracle address 'localhost'; expected HOST:PORT",
+        ),
+        (["tune-results", "nowhere"], "'nowhere' is not a search directory"),
+    ],
+)  # fmt: skip
+def test_cli_bad_input_is_one_line(args, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*args, capsys=capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert expected in err
+
+
+def test_unreachable_oracle_fails_after_a_bounded_wait(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=f"cannot reach the tuning oracle at {address}"
+    ):
+        tuning.search(
+            "mlp",
+            directory=tmp_path / "d",
+            distributed="worker",
+            worker_id="w1",
+            oracle_address=address,
+            oracle_timeout=1.0,
+        )
+    assert time.perf_counter() - started < 10
+
+
+def test_chief_without_workers_stops_after_a_bounded_wait(tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ValueError, match="no worker asked the chief"):
+        tuning.search(
+            "mlp",
+            directory=tmp_path / "d",
+            distributed="chief",
+            oracle_address=address,
+            oracle_timeout=1.0,
+            verbose=False,
+        )
+    with socket.socket() as s:  # the chief's server is gone: the port is free again
+        s.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
