@@ -130,7 +130,7 @@ class _Recorder:
             if row["status"] == "COMPLETED"
             else row["error"]
         )
-        best_text = f"best {best.score:.4f} (trial {best.trial_id})" if best else ""
+        best_text = f"best {best.score:.4f} (trial {best.trial_id})" if best else "-"
         return (
             f"trial {row.name} {row['status']}: {result}; {best_text}; "
             f"{_short(row.get('seconds'))} s; elapsed "
@@ -656,8 +656,9 @@ def _kerastuner_settings(
 ) -> Iterator[None]:
     """KerasTuner's settings for the search (and nothing else): the distribution
     environment KERASTUNER_TUNER_ID / KERASTUNER_ORACLE_IP / KERASTUNER_ORACLE_PORT,
-    the workers' gRPC timeout (KerasTuner waits an hour for an absent chief), and
-    no traceback print per failed trial (it is in the trial's error.txt)."""
+    the workers' gRPC timeout (KerasTuner waits an hour for an absent chief), no
+    traceback print per failed trial (it is in the trial's error.txt), no debug print
+    per gRPC message (`_silenced`) and no Gaussian-process convergence warnings."""
     from keras_tuner.src import config
     from keras_tuner.src.distribute import oracle_client
     from keras_tuner.src.engine import conditions
@@ -856,6 +857,44 @@ def _space_name(space: spaces.Space | None) -> str | None:
     return f"{space.__module__}:{space.__qualname__}"
 
 
+def _check_arguments(
+    family: str,
+    tuner: str,
+    objective: str,
+    distributed: str | None,
+    oracle_address: str,
+    worker_id: str | None,
+    data: Mapping[str, Any],
+    **counts: Any,
+) -> None:
+    """Refuse bad `search` arguments before anything is loaded or written."""
+    _choice("family", family, hypermodels.FAMILIES)
+    _choice("tuner", tuner, TUNERS)
+    _choice("objective", objective, OBJECTIVES)
+    if distributed is not None:
+        _choice("distributed role", distributed, ROLES)
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{name} must be an int >= 1; received {value!r}. Pass e.g. "
+                f"--{name.replace('_', '-')} 10."
+            )
+    unknown = sorted(set(data) - set(DATA_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"search does not take {', '.join(unknown)}; data options: "
+            f"{', '.join(DATA_OPTIONS)}. Pin hyperparameters with fixed={{...}} "
+            "(--fix NAME=VALUE)."
+        )
+    if distributed == "worker" and (not worker_id or "chief" in str(worker_id)):
+        raise ValueError(
+            f"a worker needs a unique --worker-id without 'chief' in it; received "
+            f"{worker_id!r}. Pass e.g. --worker-id w1."
+        )
+    if distributed is not None:
+        parse_address(oracle_address)
+
+
 def search(
     family: str,
     dataset: str = "digits",
@@ -914,35 +953,11 @@ def search(
     Raises:
         ValueError: Bad input, said as what was received and what is allowed.
     """
-    _choice("family", family, hypermodels.FAMILIES)
-    _choice("tuner", tuner, TUNERS)
-    _choice("objective", objective, OBJECTIVES)
-    if distributed is not None:
-        _choice("distributed role", distributed, ROLES)
-    for name, value, least in [
-        ("max_trials", max_trials, 1),
-        ("epochs", epochs, 1),
-        ("max_consecutive_failed_trials", max_consecutive_failed_trials, 1),
-    ]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(
-                f"{name} must be an int >= {least}; received {value!r}. Pass e.g. "
-                f"--{name.replace('_', '-')} 10."
-            )
-    unknown = sorted(set(data) - set(DATA_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"search does not take {', '.join(unknown)}; data options: "
-            f"{', '.join(DATA_OPTIONS)}. Pin hyperparameters with fixed={{...}} "
-            "(--fix NAME=VALUE)."
-        )
-    if distributed == "worker" and (not worker_id or "chief" in str(worker_id)):
-        raise ValueError(
-            f"a worker needs a unique --worker-id without 'chief' in it; received "
-            f"{worker_id!r}. Pass e.g. --worker-id w1."
-        )
-    if distributed is not None:
-        parse_address(oracle_address)
+    _check_arguments(
+        family, tuner, objective, distributed, oracle_address, worker_id, data,
+        max_trials=max_trials, epochs=epochs,
+        max_consecutive_failed_trials=max_consecutive_failed_trials,
+    )  # fmt: skip
     config = training.TrainConfig.from_dict(
         {"dataset": dataset, "seed": seed, **data}, "search options"
     )
@@ -1000,7 +1015,8 @@ def search(
             overwrite=False,
         )
         if verbose:
-            role = f" ({distributed} {worker_id or ''})" if distributed else ""
+            role = " ".join(filter(None, (distributed, worker_id)))
+            role = f" ({role})" if role else ""
             print(
                 f"tuning {family} on {dataset}{role}: {tuner} search, {max_trials} "
                 f"trials, {objective} ({OBJECTIVES[objective]}); {directory}"
@@ -1011,7 +1027,9 @@ def search(
                 _serve(oracle, oracle_address, oracle_timeout)
             else:
                 zoo_tuner.search(verbose=0)
-        except RuntimeError as err:  # KerasTuner: too many failed trials in a row
+        except RuntimeError as err:
+            if "consecutive failures" not in str(err):
+                raise
             raise ValueError(
                 f"search stopped: {str(err).splitlines()[0]} Last error: "
                 f"{_last_line(str(err))}. See {directory / TABLE_FILE}."
