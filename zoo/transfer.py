@@ -467,7 +467,7 @@ def _application_backbone(
         )
     except Exception as err:  # keras.utils.get_file raises a bare Exception
         if download and str(err).startswith("URL fetch failure"):
-            url = re.search(r"on (\S+?):", str(err))
+            url = re.search(r"on (\S+): ", str(err))
             url = url.group(1) if url else "the weights URL"
             raise ValueError(
                 f"cannot download the ImageNet weights of {name} (no internet "
@@ -704,6 +704,8 @@ def finetune(
             classifier_activation=head,
         )
     freeze(model)
+    if unfreeze_top is not None:  # a bad spec fails now, not after phase 1
+        _resolve(model, unfreeze_top, "unfreeze", last=False)
 
     run_dir = training._new_run_dir(config)
     settings = {
