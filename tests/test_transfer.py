@@ -306,6 +306,12 @@ def test_finetune_refuses_bad_options_before_training(pretrained, tmp_path):
     model = transfer.from_pretrained(pretrained, 3)
     with pytest.raises(ValueError, match="has 3 outputs but digits has 10 classes"):
         transfer.finetune(model, "digits", run_dir=runs)
+    with pytest.raises(ValueError, match="a keras.Model source is trained as it is"):
+        transfer.finetune(model, "digits", run_dir=runs, dropout=0.5)
+
+
+def test_cli_flags_are_the_finetune_options():
+    assert set(cli.FINETUNE_TRAIN_FLAGS) == {"dataset", *transfer.FINETUNE_OPTIONS}
 
 
 # --- keras.applications --------------------------------------------------------------
@@ -331,6 +337,9 @@ def test_application_weights_file_round_trip_and_nested_freeze(tmp_path):
     block_16, conv_1 = 160 * 960 + 9 * 960 + 960 * 320, 320 * 1280
     transfer.unfreeze(model, "block_16")
     assert transfer.trainable_params(model) == head + block_16 + conv_1 == 884_164
+    # a transferred model transfers again: the old head (and its dropout) goes
+    again = transfer.from_pretrained(transfer.from_pretrained(model, 3, dropout=0.5), 7)
+    assert [la.name for la in again.layers[-2:]] == [base.name, "predictions"]
 
 
 def test_application_preprocessing_matches_preprocess_input():

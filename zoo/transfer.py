@@ -298,12 +298,14 @@ def _feature_tensor(model: keras.Model, cut: str | None):
         return output
     inputs = [id(t) for t in model.inputs]
     layer = _layer_of(output)
-    classifier_input = layer.input
+    fallback = layer.input  # the old classifier's input, without dropout before it
+    while isinstance(_layer_of(fallback), keras.layers.Dropout):
+        fallback = _layer_of(fallback).input
     while True:
         if isinstance(layer, _POOLS) and id(layer.input) not in inputs:
             return layer.output
         if not isinstance(layer.input, keras.KerasTensor) or id(layer.input) in inputs:
-            return classifier_input
+            return fallback
         layer = _layer_of(layer.input)
 
 
@@ -636,6 +638,11 @@ def finetune(
         raise ValueError(
             f"finetune does not take {', '.join(refused)}; allowed: "
             f"{', '.join(FINETUNE_OPTIONS)}."
+        )
+    if isinstance(source, keras.Model) and (cut is not None or dropout):
+        raise ValueError(
+            "cut and dropout shape a new head, but a keras.Model source is trained "
+            "as it is; pass them to transfer.from_pretrained(model, ...) instead."
         )
     app = None
     if isinstance(source, str) and source.startswith(KERAS_PREFIX):
