@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--finetune-lr", type=float, default=1e-3)
     parser.add_argument("--unfreeze", default="stage3", help="the 'top' variant")
     parser.add_argument("--out", default=None, help="work dir (default: temporary)")
+    parser.add_argument(
+        "--pretrained", default=None, metavar="RUN_DIR", help="reuse this 0-4 run"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variants = {
@@ -180,7 +183,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.out or tmp)
         pretrain_source, _ = make_datasets(root / "data", args.per_class, seeds[0])
-        run = pretrain(args.model, pretrain_source, root / "runs", args.pretrain_epochs)
+        run = args.pretrained or pretrain(
+            args.model, pretrain_source, root / "runs", args.pretrain_epochs
+        )
         results = []
         for seed in seeds:
             _, dataset = make_datasets(root / "data", args.per_class, seed)

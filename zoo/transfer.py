@@ -208,10 +208,10 @@ def unfreeze(
             to the output; an int n (the top n layers with weights, the classifier
             included); a fraction (that share of the layers with weights, from the
             top). `None` unfreezes every layer.
-        keep_batch_norm_frozen: Leave BatchNormalization layers frozen, i.e. in
-            inference mode with their statistics and scale/offset unchanged (the
-            Keras transfer-learning guide's rule for fine-tuning). `False` lets
-            them train again with batch statistics.
+        keep_batch_norm_frozen: Leave BatchNormalization layers as they are:
+            after `freeze`, frozen in inference mode with their statistics and
+            scale/offset unchanged (the Keras transfer-learning guide's rule for
+            fine-tuning). `False` lets them train again with batch statistics.
 
     Returns:
         The model (modified in place).
@@ -533,7 +533,18 @@ def from_keras_application(
     if pooling not in ("avg", "max"):
         raise ValueError(f"unknown pooling {pooling!r}; allowed: avg, max.")
     base = _application_backbone(name, weights, shape, pooling)
-    inputs = keras.Input(shape, name="inputs")
+    return _application_model(name, base, num_classes, dropout, classifier_activation)
+
+
+def _application_model(
+    name: str,
+    base: keras.Model,
+    num_classes: int,
+    dropout: float,
+    classifier_activation: str | None,
+) -> keras.Model:
+    """inputs -> preprocess -> base -> new head, every layer trainable."""
+    inputs = keras.Input(base.input_shape[1:], name="inputs")
     features = base(_imagenet_preprocessing(_application(name), inputs))
     model = _with_head(
         inputs,
@@ -647,7 +658,6 @@ def finetune(
     app = None
     if isinstance(source, str) and source.startswith(KERAS_PREFIX):
         app = source[len(KERAS_PREFIX) :]
-        _application(app)
         size = options.get("image_size") or 224
         input_shape, name = (size, size, 3), app.lower()
     else:
@@ -681,18 +691,13 @@ def finetune(
         verbose = 1 if sys.stdout.isatty() else 2
 
     training._set_seeds(config)
+    if app is not None:  # weights problems surface before the data are loaded
+        base = _application_backbone(app, weights, input_shape, "avg")
     splits = training.load_data(config)
     info = splits.info
     head = training.classifier_activation(config)
     if app is not None:
-        model = from_keras_application(
-            app,
-            num_classes=info.num_classes,
-            weights=weights,
-            input_shape=input_shape,
-            dropout=dropout,
-            classifier_activation=head,
-        )
+        model = _application_model(app, base, info.num_classes, dropout, head)
     elif isinstance(source, keras.Model):
         model = source
         if model.outputs[0].shape[-1] != info.num_classes:
@@ -781,8 +786,8 @@ def finetune(
 
         export_dir = export.export_saved_model(run_dir, config.export)
     phase_text = ", ".join(
-        f"{p} {summary[f'{p}_epochs']} epochs ({summary[f'{p}_trainable_params']:,} "
-        "trainable)"
+        f"{p} {summary[f'{p}_epochs']} epoch(s) "
+        f"({summary[f'{p}_trainable_params']:,} trainable)"
         for p in PHASES
         if f"{p}_epochs" in summary
     )
