@@ -365,20 +365,24 @@ def distribution(config: TrainConfig) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    """How good an epoch is: higher val accuracy, ties broken by lower val loss (with
+    a few hundred validation images, accuracies tie often; early ties were picking
+    under-trained epochs)."""
+    return (row.get("val_accuracy", -math.inf), -row.get("val_loss", math.inf))
+
+
 class RunRecorder(keras.callbacks.Callback):
-    """Per epoch: history.csv, last.keras, best.keras (by `monitor`), curves.
+    """Per epoch: history.csv, last.keras, best.keras (see `_rank`), curves.
 
     Keras' CSVLogger and ModelCheckpoint write in place; this writes each file
     atomically and, on resume, drops history rows of epochs that are re-run.
     Setting `phase` (e.g. "head", "finetune") adds a `phase` column to the rows.
     """
 
-    def __init__(
-        self, run_dir: Path, monitor: str = "val_accuracy", start_epoch: int = 0
-    ) -> None:
+    def __init__(self, run_dir: Path, start_epoch: int = 0) -> None:
         super().__init__()
         self.run_dir = run_dir
-        self.monitor = monitor
         self.rows: list[dict[str, float | str]] = []
         self.bad_epoch: int | None = None
         self.phase: str | None = None
@@ -407,9 +411,7 @@ class RunRecorder(keras.callbacks.Callback):
         logs["learning_rate"] = float(
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
-        best = max(
-            (r.get(self.monitor, -math.inf) for r in self.rows), default=-math.inf
-        )
+        best = max(map(_rank, self.rows), default=(-math.inf, -math.inf))
         row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         if self.phase is not None:
             row["phase"] = self.phase
@@ -417,10 +419,7 @@ class RunRecorder(keras.callbacks.Callback):
         history = pd.DataFrame(self.rows)
         write_atomic(self.run_dir / "history.csv", history.to_csv(index=False))
         save_atomic(self.model, self.run_dir / "last.keras")
-        if (
-            logs.get(self.monitor, -math.inf) > best
-            or not (self.run_dir / "best.keras").exists()
-        ):
+        if _rank(row) > best or not (self.run_dir / "best.keras").exists():
             save_atomic(self.model, self.run_dir / "best.keras")
         plot_curves(history, self.run_dir)
 
@@ -694,7 +693,7 @@ def _evaluate(
         run_dir / "confusion_matrix.png",
     )
     history = pd.read_csv(run_dir / "history.csv")
-    best_row = history.loc[history["val_accuracy"].idxmax()]
+    best_row = max(history.to_dict("records"), key=_rank)
     return {
         "test_accuracy": float(accuracy),
         "test_loss": float(loss),
