@@ -35,9 +35,11 @@ import psutil
 
 P5B_COMMAND = [
     "tune", "cnn", "--dataset", "digits", "--image-size", "16",
-    "--augment", "rotate:0.05,zoom:0.1,translate:0.1", "--tuner", "hyperband",
-    "--max-trials", "26", "--epochs", "15", "--early-stopping", "4",
-    "--objective", "val_loss",
+    "--val-fraction", "0.25", "--augment", "rotate:0.05,zoom:0.1,translate:0.1",
+    "--tuner", "hyperband",
+    "--max-trials", "26", "--epochs", "20", "--early-stopping", "5",
+    "--objective", "val_loss", "--fix", "optimizer=adam",
+    "--fix", "learning_rate=0.001", "--fix", "batch_norm=true",
 ]  # fmt: skip
 
 OURS = """
@@ -117,7 +119,7 @@ def rss_per_trial(code: str, directory: Path, finished, trials: int) -> dict:
     }
 
 
-def svc_accuracy() -> float:
+def svc_accuracy() -> tuple[float, int]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     from sklearn.svm import SVC
@@ -126,7 +128,8 @@ def svc_accuracy() -> float:
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=0.2, stratify=y, random_state=0
     )
-    return float(SVC(C=10, gamma="scale").fit(x_train, y_train).score(x_test, y_test))
+    svc = SVC(C=10, gamma="scale").fit(x_train, y_train)
+    return float(svc.score(x_test, y_test)), len(y_test)
 
 
 def p5b(work: Path) -> dict:
@@ -218,7 +221,7 @@ def main() -> None:
                 ),
             ]
         if "p5b" not in skip:
-            svc = svc_accuracy()
+            svc, images = svc_accuracy()
             run = p5b(work)
             rows += [
                 (
@@ -228,10 +231,11 @@ def main() -> None:
                     run["wall"] <= 600,
                 ),
                 (
-                    "P5b retrained test accuracy (360 digits) vs SVC(C=10)",
+                    f"P5b retrained test accuracy ({images} digits) vs SVC(C=10)",
                     f"{run['test_accuracy']:.2%} vs {svc:.2%}",
                     ">= SVC",
-                    run["test_accuracy"] >= svc,
+                    # float32 vs float64: compare correctly classified images
+                    round(run["test_accuracy"] * images) >= round(svc * images),
                 ),
             ]
             print(f"P5b best configuration (trial {run['trial_id']}, trained on "

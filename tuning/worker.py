@@ -162,22 +162,25 @@ def _child(job: TrialJob, conn) -> None:
 # stderr of the forkserver and every trial process: TensorFlow's start-up chatter
 # stays out of the search's output, and a process that dies before it can answer
 # leaves its last words here.
-LOG = Path(tempfile.gettempdir()) / f"zoo-tuning-{os.getpid()}.log"
+_log: Path | None = None
 
 
 def _context():
+    global _log
     ctx = multiprocessing.get_context("forkserver")
-    if not LOG.exists():
+    if _log is None:
+        fd, name = tempfile.mkstemp(prefix="zoo-tuning-", suffix=".log")
+        _log = Path(name)
+        atexit.register(_log.unlink, missing_ok=True)
         ctx.set_forkserver_preload(PRELOAD)
         saved = os.dup(2)
-        with open(LOG, "ab") as log:
-            os.dup2(log.fileno(), 2)
+        os.dup2(fd, 2)
+        os.close(fd)
         try:
             forkserver.ensure_running()
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-        atexit.register(LOG.unlink, missing_ok=True)
     return ctx
 
 
@@ -188,7 +191,7 @@ def start() -> None:
 
 def _death(exitcode: int | None, log_start: int) -> str:
     """Why a trial process ended without answering, from its stderr."""
-    with open(LOG, "rb") as log:
+    with open(_log, "rb") as log:
         log.seek(log_start)
         lines = log.read().decode(errors="replace").splitlines()
     errors = [line for line in lines if re.match(r"^\w[\w.]*(Error|Exception)\b", line)]
@@ -211,7 +214,7 @@ def run_isolated(job: TrialJob) -> dict[str, float]:
     A child that dies without answering (killed, out of memory) fails the trial too.
     """
     ctx = _context()
-    log_start = LOG.stat().st_size
+    log_start = _log.stat().st_size
     receive, send = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child, args=(job, send), name=f"trial-{job.trial_id}")
     process.start()
