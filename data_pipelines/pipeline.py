@@ -32,19 +32,22 @@ class DatasetInfo:
 
     Attributes:
         source: The source string (``"digits"``, ``"idx:DIR"``, ... or ``"numpy"``).
-        num_classes: Number of classes.
-        class_names: Name of each class id.
+        num_classes: Number of classes (regression: 1, the model's output units).
+        class_names: Name of each class id (regression: ``[target name]``).
         input_shape: Shape of one model input, after resize/channel conversion.
         raw_shape: Shape of one raw sample as the source yields it.
         sizes: Number of samples in ``train``, ``val`` and ``test``.
         mean: Per-channel mean of the training inputs (normalize=True), else None.
         std: Per-channel standard deviation, likewise.
-        label_mode: ``"int"`` class ids, or ``"onehot"`` when mixup/cutmix is on.
+        label_mode: ``"int"`` class ids, ``"onehot"`` when mixup/cutmix is on, or
+            ``"float"`` regression targets.
         task: ``"image"`` or ``"tabular"``.
         resize: How images reach ``input_shape``: ``"resize"`` or ``"pad"``.
         tabular: For tabular data: ``numeric`` columns, ``categories`` per
             categorical column, ``feature_names`` of the encoded vector, and the
             training ``mean`` / ``std`` per encoded feature.
+        target: For regression: the target's ``name`` and its training ``mean`` and
+            ``std`` (a model can predict standardized values and undo it).
     """
 
     source: str
@@ -59,6 +62,12 @@ class DatasetInfo:
     task: str = "image"
     resize: str = "resize"
     tabular: dict[str, Any] | None = None
+    target: dict[str, Any] | None = None
+
+    @property
+    def regression(self) -> bool:
+        """Whether the labels are regression targets rather than class ids."""
+        return self.label_mode == "float"
 
     def to_dict(self) -> dict[str, Any]:
         """Returns a JSON-serializable dict (tuples become lists)."""
@@ -76,7 +85,11 @@ class DatasetInfo:
 
 @dataclass
 class Splits:
-    """Batched ``tf.data.Dataset`` s of ``(float32 inputs, labels)`` and their info."""
+    """Batched ``tf.data.Dataset`` s of ``(float32 inputs, labels)`` and their info.
+
+    Labels are int32 class ids, float32 one-hot rows (mixup/cutmix) or float32
+    regression targets.
+    """
 
     train: tf.data.Dataset
     val: tf.data.Dataset
@@ -179,6 +192,7 @@ def load(
     data_dir: str | None = None,
     label_column: str | None = None,
     resize: str = "resize",
+    regression: bool = False,
 ) -> Splits:
     """Loads a source as batched, preprocessed train/val/test datasets.
 
@@ -189,8 +203,9 @@ def load(
             keeps the source's size.
         channels: 1 or 3 to convert images; None keeps the source's channels.
         batch_size: Batch size of all splits.
-        val_fraction: Stratified fraction of the training data held out, in (0, 1).
-        test_fraction: Stratified test fraction for sources without a test split.
+        val_fraction: Stratified fraction of the training data held out, in (0, 1)
+            (a plain random fraction for regression).
+        test_fraction: Likewise, the test fraction for sources without a test split.
         augment: Augmentation spec for the training split, e.g. ``"flip,rotate:0.05"``
             (see ``augmentations()``).
         normalize: Standardize each channel with training-split statistics.
@@ -202,6 +217,8 @@ def load(
         label_column: Label column of a csv source.
         resize: ``"resize"`` (interpolate) or ``"pad"`` (center with black borders)
             to reach ``image_size``.
+        regression: Keep the labels as float32 targets (csv ``label_column`` or
+            numpy ``y``) instead of class ids.
 
     Returns:
         The three splits and their :class:`DatasetInfo`.
@@ -227,22 +244,30 @@ def load(
     if isinstance(source, str):
         spec = sources.parse_source(source)
         raw = sources.load_source(
-            spec, data_dir=data_dir, label_column=label_column, image_size=image_size
+            spec,
+            data_dir=data_dir,
+            label_column=label_column,
+            image_size=image_size,
+            regression=regression,
         )
         source_name = str(spec)
     else:
-        raw = sources.load_arrays(*source)
+        raw = sources.load_arrays(*source, regression=regression)
         source_name = "numpy"
-    if len(raw.class_names) < 2:
+    mixes = any(aug.AUGMENTATIONS[n].mixes_labels for n, _ in parsed_augment)
+    if regression and mixes:
+        raise ValueError(
+            "mixup and cutmix mix class labels; they do not apply to regression"
+        )
+    if not regression and len(raw.class_names) < 2:
         raise ValueError(
             f"source '{source_name}' has {len(raw.class_names)} class(es) "
             f"{raw.class_names}; classification needs at least 2"
         )
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = _split(
-        raw, val_fraction, test_fraction, seed
+        raw, val_fraction, test_fraction, seed, stratify=not regression
     )
     sizes = {"train": len(y_train), "val": len(y_val), "test": len(y_test)}
-    mixes = any(aug.AUGMENTATIONS[n].mixes_labels for n, _ in parsed_augment)
     info = DatasetInfo(
         source=source_name,
         num_classes=len(raw.class_names),
@@ -250,10 +275,17 @@ def load(
         input_shape=(),
         raw_shape=(),
         sizes=sizes,
-        label_mode="onehot" if mixes else "int",
+        label_mode="float" if regression else "onehot" if mixes else "int",
         task=raw.task,
         resize=resize,
     )
+    if regression:
+        std = float(np.std(y_train))
+        info.target = {
+            "name": raw.class_names[0],
+            "mean": float(np.mean(y_train)),
+            "std": std if std > 0 else 1.0,
+        }
     if raw.task == "tabular":
         if image_size or channels or parsed_augment or normalize:
             raise ValueError(
@@ -309,28 +341,39 @@ def load(
     )
 
 
-def _split(raw: sources.RawData, val_fraction: float, test_fraction: float, seed: int):
-    """Stratified splits: test with random_state=0 (unless the source has one), then
-    val from the rest with ``seed``."""
+def _split(
+    raw: sources.RawData,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    stratify: bool = True,
+):
+    """Splits stratified by class (plain random ones for regression targets): test
+    with random_state=0 (unless the source has one), then val from the rest with
+    ``seed``."""
     x, y = raw.x, raw.y
     if raw.test is None:
-        x, x_test, y, y_test = _stratified(x, y, test_fraction, 0)
+        x, x_test, y, y_test = _held_out(x, y, test_fraction, 0, stratify)
     else:
         x_test, y_test = raw.test
-    x_train, x_val, y_train, y_val = _stratified(x, y, val_fraction, seed)
+    x_train, x_val, y_train, y_val = _held_out(x, y, val_fraction, seed, stratify)
     return (x_train, y_train), (x_val, y_val), (x_test, y_test)
 
 
-def _stratified(x, y, fraction: float, random_state: int):
+def _held_out(x, y, fraction: float, random_state: int, stratify: bool):
     index = np.arange(len(y))
     try:
         keep, held = train_test_split(
-            index, test_size=fraction, stratify=y, random_state=random_state
+            index,
+            test_size=fraction,
+            stratify=y if stratify else None,
+            random_state=random_state,
         )
     except ValueError as err:
+        counts = f" with class counts {np.bincount(y).tolist()}" if stratify else ""
         raise ValueError(
-            f"cannot hold out a stratified {fraction:g} of {len(y)} samples with "
-            f"class counts {np.bincount(y).tolist()}: {err}"
+            f"cannot hold out a{' stratified' if stratify else ''} {fraction:g} of "
+            f"{len(y)} samples{counts}: {err}"
         ) from None
     take = (lambda i: x.iloc[i]) if isinstance(x, pd.DataFrame) else (lambda i: x[i])
     return take(keep), take(held), y[keep], y[held]
@@ -421,7 +464,8 @@ def _dataset(
     Preprocessing and augmentation run on whole batches (vectorized). With a cache,
     preprocessing runs once, in large batches, before the cache.
     """
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    labels = y.astype(np.float32 if y.dtype == np.float32 else np.int32)
+    ds = tf.data.Dataset.from_tensor_slices((x, labels))
     options = tf.data.Options()
     options.deterministic = deterministic
     ds = ds.with_options(options)

@@ -1,15 +1,16 @@
 """Dataset sources: each turns a source string (or numpy arrays) into raw data.
 
 Image sources return uint8 images of shape (N, H, W, C) with values 0..255 and integer
-class ids; the csv source returns a pandas DataFrame of features. The CLI's
-``--dataset`` strings are parsed by :func:`parse_source`:
+class ids; the csv source returns a pandas DataFrame of features. With
+``regression=True`` the csv and numpy sources keep their label as float32 targets.
+The CLI's ``--dataset`` strings are parsed by :func:`parse_source`:
 
 ======================  ==========================================================
 ``digits``              scikit-learn's 1,797 8x8 handwritten digits (offline)
 ``idx:DIR``             MNIST-format IDX files (MNIST, Fashion-MNIST, KMNIST)
 ``tfds:NAME[:CONFIG]``  a TFDS image-classification dataset
 ``folder:DIR``          one subfolder of image files per class
-``csv:FILE``            a table with a label column
+``csv:FILE``            a table with a label column (classes, or regression targets)
 ======================  ==========================================================
 """
 
@@ -50,8 +51,9 @@ class RawData:
 
     Attributes:
         x: uint8 images (N, H, W, C), or for tabular sources a DataFrame of features.
-        y: int64 class ids in ``[0, len(class_names))``.
-        class_names: Name of each class id.
+        y: int64 class ids in ``[0, len(class_names))``, or float32 regression
+            targets.
+        class_names: Name of each class id; for regression, ``[target name]``.
         task: "image" or "tabular".
         test: The source's own test split ``(x, y)``, when it has one.
     """
@@ -98,10 +100,16 @@ def load_source(
     data_dir: str | None = None,
     label_column: str | None = None,
     image_size: tuple[int, int] | None = None,
+    regression: bool = False,
 ) -> RawData:
     """Loads the raw data of a parsed source (see the module docstring)."""
     if spec.scheme == "csv":
-        return load_csv(spec.arg, label_column)
+        return load_csv(spec.arg, label_column, regression=regression)
+    if regression:
+        raise ValueError(
+            f"regression needs numeric targets: a csv source with a numeric label "
+            f"column, or numpy arrays (x, y); source '{spec}' has class labels"
+        )
     if label_column is not None:
         raise ValueError(
             f"label_column applies to csv sources only; received source '{spec}'"
@@ -135,12 +143,13 @@ def load_digits() -> RawData:
     return RawData(x, y, names, test=(x_test, y_test))
 
 
-def load_arrays(x: np.ndarray, y: np.ndarray) -> RawData:
+def load_arrays(x: np.ndarray, y: np.ndarray, regression: bool = False) -> RawData:
     """Wraps in-memory arrays.
 
     Images ``(N, H, W)`` or ``(N, H, W, C)`` must be uint8, integers in 0..255, or
     floats in [0, 1] (scaled by 255). 2-D ``x`` is tabular (numeric features).
-    Labels may be any values; class ids follow their sorted order.
+    Labels may be any values; class ids follow their sorted order. With
+    ``regression=True``, ``y`` holds numeric targets (target name ``"y"``).
     """
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
@@ -148,9 +157,13 @@ def load_arrays(x: np.ndarray, y: np.ndarray) -> RawData:
             f"x and y must have the same length; received {len(x)} and {len(y)}"
         )
     if y.ndim != 1:
-        raise ValueError(f"y must be 1-D class labels; received shape {y.shape}")
-    classes, ids = np.unique(y, return_inverse=True)
-    names = [str(c) for c in classes]
+        kind = "regression targets" if regression else "class labels"
+        raise ValueError(f"y must be 1-D {kind}; received shape {y.shape}")
+    if regression:
+        ids, names = _targets(pd.Series(y), "y", "numpy y"), ["y"]
+    else:
+        classes, ids = np.unique(y, return_inverse=True)
+        names = [str(c) for c in classes]
     if x.ndim == 2:
         cols = [f"f{i}" for i in range(x.shape[1])]
         return RawData(pd.DataFrame(x, columns=cols), ids, names, task="tabular")
@@ -414,8 +427,9 @@ def _existing_dir(directory: str, scheme: str) -> Path:
 # --- CSV -------------------------------------------------------------------------
 
 
-def load_csv(path: str, label_column: str | None) -> RawData:
-    """Reads a table; ``label_column`` holds the classes, the rest are features.
+def load_csv(path: str, label_column: str | None, regression: bool = False) -> RawData:
+    """Reads a table; ``label_column`` holds the classes (or, with ``regression``,
+    numeric targets), the rest are features.
 
     Numeric columns stay numeric; non-numeric columns are categorical when they
     have at most 50 distinct values, otherwise they are rejected.
@@ -444,9 +458,25 @@ def load_csv(path: str, label_column: str | None) -> RawData:
                 f"categorical columns may have at most {MAX_CATEGORIES}. Fix or "
                 "drop the column."
             )
+    if regression:
+        targets = _targets(labels, label_column, f"csv source '{path}'")
+        return RawData(frame, targets, [str(label_column)], task="tabular")
     values = labels.to_numpy()
     if not pd.api.types.is_numeric_dtype(labels):
         values = values.astype(str)
     classes, ids = np.unique(values, return_inverse=True)
     names = [str(c) for c in classes]
     return RawData(frame, ids.astype(np.int64), names, task="tabular")
+
+
+def _targets(values: pd.Series, name: str, where: str) -> np.ndarray:
+    """Numeric regression targets as float32, or a ValueError naming a bad value."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = values[numbers.isna() | ~np.isfinite(numbers)]
+    if len(bad):
+        raise ValueError(
+            f"{where}: regression target '{name}' must be finite numbers; row "
+            f"{bad.index[0]} has {bad.iloc[0]!r}. Fix the value, or train a "
+            "classifier (task 'classification') on class labels."
+        )
+    return numbers.to_numpy(np.float32)

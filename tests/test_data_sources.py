@@ -290,6 +290,54 @@ def test_csv_rejects_free_text_features(tmp_path):
         dp.load(f"csv:{tmp_path / 't.csv'}", label_column="species")
 
 
+def test_csv_regression_keeps_float_targets_and_their_train_stats(tmp_path):
+    table = make_table(100)
+    table["price"] = 2.0 * table["size"] + 0.5
+    table.to_csv(tmp_path / "t.csv", index=False)
+    splits = dp.load(
+        f"csv:{tmp_path / 't.csv'}",
+        label_column="price",
+        regression=True,
+        val_fraction=0.25,
+        batch_size=200,
+    )
+    info = splits.info
+    assert info.regression and info.label_mode == "float"
+    assert info.num_classes == 1 and info.class_names == ["price"]
+    assert info.sizes == {"train": 60, "val": 20, "test": 20}
+    assert "species" in info.tabular["categories"]  # the old label is a feature now
+    assert dp.DatasetInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
+    x_train, y_train = as_arrays(splits.train)
+    assert y_train.dtype == np.float32 and y_train.shape == (60,)
+    assert info.target["mean"] == pytest.approx(y_train.mean(), rel=1e-5)
+    assert info.target["std"] == pytest.approx(y_train.std(), rel=1e-5)
+    # The target is exactly 2 * size + 0.5 of the same rows, in raw units.
+    size = x_train[:, 0] * info.tabular["std"][0] + info.tabular["mean"][0]
+    np.testing.assert_allclose(y_train, 2 * size + 0.5, rtol=1e-4)
+
+
+def test_csv_regression_refuses_a_non_numeric_target(tmp_path):
+    table = make_table()
+    table["price"] = table["size"].round(2).astype(object)
+    table.loc[7, "price"] = "high"
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(
+        ValueError,
+        match=r"regression target 'price' must be finite numbers; row 7 has 'high'",
+    ):
+        dp.load(f"csv:{tmp_path / 't.csv'}", label_column="price", regression=True)
+
+
+def test_regression_needs_numeric_targets_and_refuses_label_mixing():
+    with pytest.raises(ValueError, match="source 'digits' has class labels"):
+        dp.load("digits", regression=True)
+    x, y = np.random.rand(50, 4, 4), np.random.rand(50)
+    with pytest.raises(ValueError, match="do not apply to regression"):
+        dp.load((x, y), regression=True, augment="mixup")
+    splits = dp.load((x, y), regression=True, augment="rotate:0.1")
+    assert splits.info.regression and splits.info.input_shape == (4, 4, 1)
+
+
 # --- numpy and source strings ----------------------------------------------------
 
 

@@ -110,7 +110,7 @@ def test_cli_evaluate_matches_the_recorded_test_metrics(finished_run):
     assert out.returncode == 0, out.stderr
     accuracy = json.loads((run / "metrics.json").read_text())["test_accuracy"]
     assert f"test accuracy {accuracy:.4f}" in out.stdout
-    assert "on 360 images of digits" in out.stdout
+    assert "on 360 samples of digits" in out.stdout
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
@@ -432,3 +432,101 @@ def test_train_accepts_a_keras_model(tmp_path):
     assert result.run_dir.name.endswith("-tiny-digits")
     assert (result.run_dir / "model_init.keras").is_file()
     assert result.metrics["test_accuracy"] > 0.8
+
+
+# --- regression on CSV -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regression_run(tmp_path_factory):
+    """A CLI regression run: an MLP on scikit-learn's diabetes table (442 patients,
+    10 features, disease progression after one year) written as a CSV file."""
+    from sklearn.datasets import load_diabetes
+
+    root = tmp_path_factory.mktemp("regression")
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(
+        root / "diabetes.csv", index=False
+    )
+    out = zoo_cli(
+        "train", "mlp", "--dataset", "csv:diabetes.csv", "--label-column", "target",
+        "--task", "regression", "--model-arg", "hidden_units=[32]", "--dropout",
+        "0.2", "--val-fraction", "0.2", "--lr", "3e-3", "--batch-size", "32",
+        "--epochs", "40", "--run-dir", str(root), "--name", "run", cwd=root,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return root, out
+
+
+def test_cli_regression_mlp_on_csv_beats_the_mean_in_target_units(regression_run):
+    from sklearn.metrics import mean_absolute_error
+    from sklearn.model_selection import train_test_split
+
+    root, out = regression_run
+    run = root / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "regression" and config["loss"] == "mse"
+    # The same 20 % test split (random_state=0) as the pipeline, in raw units.
+    table = pd.read_csv(root / "diabetes.csv")
+    y = table.pop("target").to_numpy()
+    y_train, y_test = train_test_split(y, test_size=0.2, random_state=0)
+    mean_mae = mean_absolute_error(y_test, np.full_like(y_test, y_train.mean()))
+    assert mean_mae == pytest.approx(59.2, abs=0.1)
+    assert metrics["test_r2"] > 0.25, metrics  # linear regression: 0.33 here
+    assert metrics["test_mae"] < 0.85 * mean_mae, metrics
+    assert metrics["test_rmse"] ** 2 == pytest.approx(metrics["test_loss"], rel=1e-4)
+    assert "best_val_loss" in metrics and "test_accuracy" not in metrics
+    assert f"test MAE {metrics['test_mae']:.4g}" in out.stdout
+    for name in ("predictions.png", "loss.png", "mae.png", "best.keras"):
+        assert (run / name).is_file(), name
+    assert not (run / "confusion_matrix.png").exists()
+    history = pd.read_csv(run / "history.csv")
+    assert {"mae", "rmse", "val_mae", "val_rmse"} <= set(history.columns)
+    # The model predicts in the target's units: its last layer undoes the
+    # standardization of the target with the training mean and std.
+    model = zoo.load_model(run / "best.keras")
+    assert model.layers[-1].name == "target_scale" and model.output_shape == (None, 1)
+    info = json.loads((run / "dataset.json").read_text())
+    assert info["target"]["mean"] == pytest.approx(y_train.mean(), abs=10)
+
+
+def test_cli_evaluate_a_regression_run(regression_run):
+    root, _ = regression_run
+    out = zoo_cli("evaluate", str(root / "run"), cwd=root)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    assert f"test MAE {metrics['test_mae']:.4g}" in out.stdout
+    assert "on 89 samples of csv:diabetes.csv" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--task", "regression"],
+            "regression needs numeric targets: a csv source with a numeric label "
+            "column, or numpy arrays (x, y); source 'digits' has class labels",
+        ),
+        (
+            ["--task", "regression", "--loss", "crossentropy"],
+            "unknown loss 'crossentropy' for regression; allowed: mse, mae, huber.",
+        ),
+        (
+            ["--task", "regression", "--from-logits"],
+            "from_logits and label_smoothing apply to classification",
+        ),
+    ],
+)
+def test_cli_bad_regression_input(args, message, tmp_path):
+    out = zoo_cli("train", "mlp", *args, "--run-dir", str(tmp_path), cwd=tmp_path)
+    one_line_error(out, message)
+    assert not any(tmp_path.iterdir())
+
+
+def test_regression_losses_by_name():
+    for name, cls in [("mse", "MeanSquaredError"), ("mae", "MeanAbsoluteError"),
+                      ("huber", "Huber")]:  # fmt: skip
+        config = training.TrainConfig(task="regression", loss=name)
+        assert type(training.make_loss(config, False)).__name__ == cls
+    assert training.TrainConfig(task="regression").loss == "mse"
+    assert training.TrainConfig().loss == "crossentropy"

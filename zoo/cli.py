@@ -168,8 +168,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from zoo import training
 
     metrics = training.evaluate(args.run_dir, dataset=args.dataset)
-    print(f"{args.run_dir}: test accuracy {metrics['test_accuracy']:.4f}, test loss "
-          f"{metrics['test_loss']:.4f} on {metrics['test_size']} images of "
+    print(f"{args.run_dir}: {training.headline(metrics)}, test loss "
+          f"{metrics['test_loss']:.4f} on {metrics['test_size']} samples of "
           f"{metrics['dataset']}")
 
 
@@ -322,6 +322,9 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", default=s, help="e.g. flip,rotate:0.05,zoom:0.1")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
     p.add_argument("--label-column", dest="label_column", default=s)
+    p.add_argument("--task", default=s, choices=("classification", "regression"),
+                   help="regression: numeric csv label, linear output, MSE loss "
+                   "(default classification)")
     p.add_argument("--data-dir", dest="data_dir", default=s, help="TFDS data_dir")
     p.add_argument("--epochs", type=int, default=s)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=s)
@@ -332,7 +335,8 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nesterov", action="store_true", default=s)
     p.add_argument("--weight-decay", dest="weight_decay", type=float, default=s)
     p.add_argument("--loss", default=s,
-                   help="crossentropy (default), binary_crossentropy, mse")
+                   help="crossentropy (default), binary_crossentropy, mse; "
+                   "regression: mse (default), mae, huber")
     p.add_argument("--from-logits", dest="from_logits", action="store_true",
                    default=s)
     p.add_argument("--label-smoothing", dest="label_smoothing", type=float,

@@ -3,7 +3,8 @@
 A run directory holds the resolved `config.json`, `dataset.json` (for evaluation and
 export), `best.keras` / `last.keras`, `checkpoints/` (Keras BackupAndRestore: weights
 + optimizer state + epoch, for `resume`), `history.csv`, `tensorboard/`, the learning
-curves `loss.png` / `accuracy.png`, `confusion_matrix.png` and `metrics.json`.
+curves `loss.png` / `accuracy.png` (regression: `mae.png`), `confusion_matrix.png`
+(regression: `predictions.png`, predicted vs true) and `metrics.json`.
 Every file is written to a temporary name and renamed into place.
 """
 
@@ -30,7 +31,9 @@ import data_pipelines as dp
 import zoo
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+TASKS = ("classification", "regression")
 LOSSES = ("crossentropy", "binary_crossentropy", "mse")
+REGRESSION_LOSSES = ("mse", "mae", "huber")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored")
@@ -49,6 +52,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     label_column: str | None = None
     data_dir: str | None = None
+    task: str = "classification"
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"
@@ -56,7 +60,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 1e-4
-    loss: str = "crossentropy"
+    loss: str | None = None  # crossentropy for classification, mse for regression
     from_logits: bool = False
     label_smoothing: float = 0.0
     schedule: str = "constant"
@@ -78,6 +82,14 @@ class TrainConfig:
     run_dir: str = "runs"
     name: str | None = None
     export: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss is None:
+            self.loss = "mse" if self.task == "regression" else "crossentropy"
+
+    @property
+    def regression(self) -> bool:
+        return self.task == "regression"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
@@ -109,15 +121,17 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every named choice before anything is loaded or written."""
         for key, value, allowed in [
+            ("task", self.task, TASKS),
             ("optimizer", self.optimizer, OPTIMIZERS),
-            ("loss", self.loss, LOSSES),
+            ("loss", self.loss, REGRESSION_LOSSES if self.regression else LOSSES),
             ("schedule", self.schedule, SCHEDULES),
             ("mixed_precision", self.mixed_precision, PRECISIONS),
             ("strategy", self.strategy, STRATEGIES),
         ]:
             if value not in allowed:
                 shown = ", ".join("none" if a is None else a for a in allowed)
-                raise ValueError(f"unknown {key} {value!r}; allowed: {shown}.")
+                where = " for regression" if key == "loss" and self.regression else ""
+                raise ValueError(f"unknown {key} {value!r}{where}; allowed: {shown}.")
         for key in ("epochs", "batch_size"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(
@@ -140,6 +154,11 @@ class TrainConfig:
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be smaller "
                 f"than epochs ({self.epochs})."
+            )
+        if self.regression and (self.from_logits or self.label_smoothing):
+            raise ValueError(
+                "from_logits and label_smoothing apply to classification; "
+                "task 'regression' predicts values."
             )
         dp.parse_augment(self.augment)
 
@@ -258,7 +277,12 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.Optimizer
 
 
 def make_loss(config: TrainConfig, one_hot: bool) -> keras.losses.Loss:
-    """Cross-entropy matching the label format (sparse ids or one-hot), BCE or MSE."""
+    """Cross-entropy matching the label format (sparse ids or one-hot), BCE, MSE
+    (on one-hot classes, or on regression targets), MAE or Huber."""
+    if config.loss == "mae":
+        return keras.losses.MeanAbsoluteError()
+    if config.loss == "huber":
+        return keras.losses.Huber()
     if config.loss == "crossentropy":
         if one_hot:
             return keras.losses.CategoricalCrossentropy(
@@ -275,11 +299,23 @@ def make_loss(config: TrainConfig, one_hot: bool) -> keras.losses.Loss:
 
 
 def needs_one_hot(config: TrainConfig, info: dp.DatasetInfo) -> bool:
+    if info.regression:
+        return False
     return (
         info.label_mode == "onehot"
         or config.loss != "crossentropy"
         or config.label_smoothing > 0
     )
+
+
+def compile_metrics(config: TrainConfig) -> list:
+    """Accuracy for classifiers; MAE and RMSE (in the target's units) for regression."""
+    if config.regression:
+        return [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+        ]
+    return ["accuracy"]
 
 
 def load_data(config: TrainConfig) -> dp.Splits:
@@ -296,6 +332,7 @@ def load_data(config: TrainConfig) -> dp.Splits:
         deterministic=config.deterministic,
         data_dir=config.data_dir,
         label_column=config.label_column,
+        regression=config.regression,
     )
     if needs_one_hot(config, splits.info) and splits.info.label_mode == "int":
         n = splits.info.num_classes
@@ -310,7 +347,13 @@ def load_data(config: TrainConfig) -> dp.Splits:
 
 
 def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
-    """A zoo model for the data (or a user's `.keras` file), with the config's knobs."""
+    """A zoo model for the data (or a user's `.keras` file), with the config's knobs.
+
+    For regression the zoo model has one linear output followed by a
+    `Normalization(invert=True)` with the training target's mean and std: the
+    network learns a unit-scale target and the model predicts in the target's units
+    (scikit-learn's TransformedTargetRegressor idea, inside the saved model).
+    """
     if config.model.endswith(".keras"):
         return zoo.load_model(config.model)
     card = zoo.model_card(config.model)
@@ -331,7 +374,7 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
         if getattr(config, k) is not None
     }
     try:
-        return zoo.build(
+        model = zoo.build(
             config.model,
             input_shape=info.input_shape,
             num_classes=info.num_classes,
@@ -346,11 +389,21 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
                 f"{info.input_shape[0]}x{info.input_shape[1]}."
             ) from None
         raise
+    if not info.regression:
+        return model
+    unscale = keras.layers.Normalization(
+        mean=info.target["mean"],
+        variance=info.target["std"] ** 2,
+        invert=True,
+        name="target_scale",
+    )
+    return keras.Model(model.inputs, unscale(model.output), name=model.name)
 
 
 def classifier_activation(config: TrainConfig) -> str | None:
-    """The output activation the loss expects: softmax, sigmoid, or None (logits)."""
-    if config.from_logits:
+    """The output activation the loss expects: softmax, sigmoid, or None (logits,
+    regression)."""
+    if config.from_logits or config.regression:
         return None
     return "sigmoid" if config.loss == "binary_crossentropy" else "softmax"
 
@@ -368,7 +421,7 @@ def distribution(config: TrainConfig) -> tf.distribute.Strategy:
 def _rank(row: dict[str, Any]) -> tuple[float, float]:
     """How good an epoch is: higher val accuracy, ties broken by lower val loss (with
     a few hundred validation images, accuracies tie often; early ties were picking
-    under-trained epochs)."""
+    under-trained epochs). Regression runs have no accuracy: lower val loss."""
     return (row.get("val_accuracy", -math.inf), -row.get("val_loss", math.inf))
 
 
@@ -434,14 +487,14 @@ class FiniteBackup(keras.callbacks.BackupAndRestore):
 
 
 def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
-    """loss.png and accuracy.png: train vs val per epoch; with a `phase` column, a
-    dashed line marks where each phase after the first begins."""
+    """loss.png and accuracy.png (regression: mae.png): train vs val per epoch; with
+    a `phase` column, a dashed line marks where each phase after the first begins."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for metric in ("loss", "accuracy"):
+    for metric in ("loss", "accuracy", "mae"):
         if metric not in history:
             continue
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -584,7 +637,7 @@ def train(
             net.compile(
                 optimizer=make_optimizer(config, steps),
                 loss=make_loss(config, needs_one_hot(config, info)),
-                metrics=["accuracy"],
+                metrics=compile_metrics(config),
                 jit_compile=config.jit_compile,
             )
         if run_dir is None:
@@ -642,8 +695,8 @@ def train(
         export_dir = export.export_saved_model(run_dir, config.export)
     best = zoo.load_model(run_dir / "best.keras")
     print(
-        f"{config.model} on {config.dataset}: test accuracy "
-        f"{metrics['test_accuracy']:.4f}, {metrics['params']:,} parameters, "
+        f"{config.model} on {config.dataset}: {headline(metrics)}, "
+        f"{metrics['params']:,} parameters, "
         f"{len(history)} epochs in {metrics['wall_time_s']:.0f}s; run: {run_dir}"
         + (f"; SavedModel (verified): {export_dir}" if export_dir else "")
     )
@@ -656,7 +709,7 @@ def config_callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
     if config.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
-                "val_accuracy",
+                "val_loss" if config.regression else "val_accuracy",
                 patience=config.early_stopping,
                 restore_best_weights=True,
             )
@@ -681,27 +734,81 @@ def _finished_epochs(run_dir: Path) -> int:
 def _evaluate(
     run_dir: Path, splits: dp.Splits, config: TrainConfig, verbose: int
 ) -> dict[str, Any]:
-    """Test metrics of best.keras and the confusion-matrix PNG."""
+    """Test metrics of best.keras, and the confusion-matrix PNG (regression:
+    predicted vs true values)."""
     best = zoo.load_model(run_dir / "best.keras")
-    loss, accuracy = best.evaluate(splits.test, verbose=0)[:2]
+    metrics = test_metrics(best, splits)
     y_pred = best.predict(splits.test, verbose=0)
-    y_pred = (y_pred[0] if isinstance(y_pred, list) else y_pred).argmax(axis=1)
-    plot_confusion(
-        _labels(splits.test),
-        y_pred,
-        splits.info.class_names,
-        run_dir / "confusion_matrix.png",
-    )
+    y_pred = y_pred[0] if isinstance(y_pred, list) else y_pred
+    if splits.info.regression:
+        plot_predictions(
+            _labels(splits.test),
+            y_pred[:, 0],
+            splits.info.target["name"],
+            run_dir / "predictions.png",
+        )
+    else:
+        plot_confusion(
+            _labels(splits.test),
+            y_pred.argmax(axis=1),
+            splits.info.class_names,
+            run_dir / "confusion_matrix.png",
+        )
     history = pd.read_csv(run_dir / "history.csv")
     best_row = max(history.to_dict("records"), key=_rank)
+    key = "val_loss" if splits.info.regression else "val_accuracy"
     return {
-        "test_accuracy": float(accuracy),
-        "test_loss": float(loss),
+        **metrics,
         "params": int(best.count_params()),
         "epochs": int(len(history)),
         "best_epoch": int(best_row["epoch"]) + 1,
-        "best_val_accuracy": float(best_row["val_accuracy"]),
+        f"best_{key}": float(best_row[key]),
     }
+
+
+def test_metrics(
+    model: keras.Model, splits: dp.Splits, verbose: int = 0
+) -> dict[str, float]:
+    """The compiled metrics of `model` on the test split, as `test_<name>`; for
+    regression also R^2 (scikit-learn's r2_score)."""
+    values = model.evaluate(splits.test, verbose=verbose, return_dict=True)
+    metrics = {f"test_{k}": float(v) for k, v in values.items()}
+    if splits.info.regression:
+        from sklearn.metrics import r2_score
+
+        y_pred = model.predict(splits.test, verbose=0)
+        metrics["test_r2"] = float(r2_score(_labels(splits.test), y_pred[:, 0]))
+    return metrics
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The summary of test metrics a person reads: accuracy, or MAE/RMSE/R^2."""
+    if "test_accuracy" in metrics:
+        return f"test accuracy {metrics['test_accuracy']:.4f}"
+    return (
+        f"test MAE {metrics['test_mae']:.4g}, RMSE {metrics['test_rmse']:.4g}, "
+        f"R^2 {metrics['test_r2']:.3f}"
+    )
+
+
+def plot_predictions(y_true, y_pred, name: str, path: Path) -> None:
+    """Predicted vs true values of the test split, with the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(y_true, y_pred, s=12, alpha=0.7)
+    low, high = (
+        float(min(y_true.min(), y_pred.min())),
+        float(max(y_true.max(), y_pred.max())),
+    )
+    ax.plot([low, high], [low, high], color="gray", linestyle="--")
+    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title="test split")
+    ax.grid(alpha=0.3)
+    _figure_atomic(fig, path)
+    plt.close(fig)
 
 
 def _resume_config(run_dir: Path, options: dict[str, Any]) -> tuple[Path, TrainConfig]:
@@ -751,10 +858,8 @@ def evaluate(
             f"the model takes {tuple(model.input_shape[1:])}; the run used "
             f"image_size={config.image_size}, channels={config.channels}."
         )
-    loss, accuracy = model.evaluate(splits.test, verbose=verbose)[:2]
     return {
-        "test_accuracy": float(accuracy),
-        "test_loss": float(loss),
+        **test_metrics(model, splits, verbose),
         "test_size": splits.info.sizes["test"],
         "dataset": config.dataset,
     }

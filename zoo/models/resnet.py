@@ -1,8 +1,9 @@
 """ResNets (He et al. 2016): ImageNet ResNet-18...152 and CIFAR ResNet-20...110.
 
 ImageNet variants are v1 (the paper and keras.applications: a bottleneck strides in
-its first 1x1 convolution) with torchvision's conventions: no convolution bias before
-batch norm, BN epsilon 1e-5. CIFAR variants follow section 4.2: a 3x3 stem with 16 filters, three stages of
+its first 1x1 convolution) with torchvision's convention of no convolution bias before
+batch norm (BN epsilon 1.001e-5 as in keras.applications; see blocks.batch_norm).
+CIFAR variants follow section 4.2: a 3x3 stem with 16 filters, three stages of
 16/32/64 filters and parameter-free shortcuts (subsample + zero-pad channels).
 """
 
