@@ -184,6 +184,156 @@ def test_float16_parity_within_stated_tolerance(lenet, tmp_path):
     assert meta["class_names"] == [str(i) for i in range(10)] and meta["top_k"] == 5
 
 
+def _resnet20_with_statistics(seed: int = 0) -> keras.Model:
+    """A half-width ResNet-20 whose batch norms hold non-trivial statistics and
+    affine parameters, as after training (at initialisation they are 0/1)."""
+    keras.utils.set_random_seed(seed)
+    model = zoo.build("resnet20", input_shape=(32, 32, 3), num_classes=10, width=0.5)
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            shape = layer.gamma.shape
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
+            layer.beta.assign(rng.normal(0, 0.2, shape))
+            layer.moving_mean.assign(rng.normal(0, 0.5, shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
+    return model
+
+
+def _digits_rgb32(n: int) -> np.ndarray:
+    """Real digits as uint8 32x32 RGB images (nearest upscaling of the 8x8 ones)."""
+    return np.repeat(np.repeat(np.repeat(_digits_uint8(n), 4, 1), 4, 2), 3, 3)
+
+
+def _batch_norms(model: keras.Model) -> list[str]:
+    return [
+        layer.name
+        for layer in export._all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+
+
+def _graph_ops(version_dir: Path, op: str) -> int:
+    """How many `op` nodes the SavedModel's functions hold."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    return sum(node.op == op for f in library for node in f.node_def)
+
+
+def test_fold_batch_norms_folds_every_resnet_batch_norm():
+    model = _resnet20_with_statistics()
+    weights = [w.copy() for w in model.get_weights()]
+    names = [layer.name for layer in model.layers]
+    x = _digits_rgb32(64).astype("float32") / 255
+    expected = np.asarray(model(x, training=False))
+
+    folded = export.fold_batch_norms(model)
+    assert len(_batch_norms(model)) == 19 and _batch_norms(folded) == []
+    assert sorted(layer.name for layer in folded.layers) == sorted(
+        n for n in names if n not in _batch_norms(model)
+    )
+    conv = folded.get_layer("stage1_block1_conv1")
+    assert conv.use_bias and np.abs(np.asarray(conv.bias)).min() > 0
+    assert not np.allclose(conv.kernel, model.get_layer("stage1_block1_conv1").kernel)
+    assert np.max(np.abs(np.asarray(folded(x)) - expected)) <= 1e-5
+    assert np.array_equal(np.argmax(folded(x), -1), np.argmax(expected, -1))
+    # The user's model is untouched: same layers, weights and outputs.
+    assert [layer.name for layer in model.layers] == names
+    assert all(
+        np.array_equal(a, b) for a, b in zip(model.get_weights(), weights, strict=True)
+    )
+    np.testing.assert_array_equal(np.asarray(model(x, training=False)), expected)
+
+
+def test_fold_batch_norms_only_folds_the_safe_pattern():
+    inputs = keras.Input((8, 8, 3))
+    a = keras.layers.Conv2D(4, 3, use_bias=False, name="a")(inputs)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)  # folded
+    b = keras.layers.Conv2D(4, 3, activation="relu", name="b")(inputs)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)  # after a ReLU: kept
+    c = keras.layers.Conv2D(4, 3, use_bias=False, name="c")(inputs)
+    c_bn = keras.layers.BatchNormalization(name="c_bn")(c)  # c has 2 uses: kept
+    x = keras.layers.Add()([a, b, c_bn, c])
+    x = keras.layers.BatchNormalization(axis=1, name="axis1_bn")(x)  # kept
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(6, name="d")(x)
+    x = keras.layers.BatchNormalization(name="d_bn")(x)  # folded
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    for name in _batch_norms(model):
+        for variable in model.get_layer(name).weights:
+            variable.assign(rng.uniform(0.5, 1.5, variable.shape))
+    folded = export.fold_batch_norms(model)
+    assert _batch_norms(folded) == ["b_bn", "c_bn", "axis1_bn"]
+    assert folded.get_layer("a").use_bias and folded.get_layer("d").use_bias
+    assert not folded.get_layer("c").use_bias
+    x = rng.random((16, 8, 8, 3), np.float32)
+    assert np.max(np.abs(np.asarray(folded(x)) - np.asarray(model(x)))) <= 1e-6
+
+    sequential = keras.Sequential(
+        [keras.Input((5,)), keras.layers.Dense(4), keras.layers.BatchNormalization()]
+    )
+    assert _batch_norms(export.fold_batch_norms(sequential)) == []
+    no_batch_norm = zoo.build("lenet5", input_shape=INPUT_SHAPE, num_classes=10)
+    assert export.fold_batch_norms(no_batch_norm) is no_batch_norm
+
+
+def test_default_export_precomputes_batch_norm_constants_bitwise(tmp_path):
+    model = _resnet20_with_statistics()
+    x = _digits_rgb32(32).astype("float32") / 255
+    served = export._precompute_batch_norms(model)
+    assert _batch_norms(served) == []
+    np.testing.assert_array_equal(np.asarray(served(x)), np.asarray(model(x)))
+    graph = tf.function(lambda v, m: m(v, training=False), autograph=False)
+    np.testing.assert_array_equal(graph(x, served), graph(x, model))
+
+    path = export.export_saved_model(
+        model, tmp_path / "r20", sample_images=_digits_rgb32(16)
+    )
+    meta = json.loads((path / "export_meta.json").read_text())
+    assert (meta["fold_batch_norm"], meta["folded_batch_norms"]) == (False, 0)
+    assert meta["verification"]["max_abs_diff"] <= 1e-5
+    # Keras's batch norm computes rsqrt(variance + eps) on every call; the export
+    # serves the precomputed per-channel constants instead.
+    keras_graph = graph.get_concrete_function(x, model).graph.as_graph_def()
+    assert sum(node.op == "Rsqrt" for node in keras_graph.node) == 19
+    assert _graph_ops(path, "Rsqrt") == 0 < _graph_ops(path, "Conv2D")
+    loaded = keras.saving.load_model(path / "model.keras", compile=False)
+    assert len(_batch_norms(loaded)) == 19  # model.keras is the user's model
+
+
+def test_zoo_export_fold_batch_norm_in_fresh_process(tmp_path):
+    model = _resnet20_with_statistics()
+    model.save(tmp_path / "r20.keras")
+    base = tmp_path / "served"
+    # A fresh process: loading the .keras file needs zoo's ChannelPad registered.
+    proc = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "export", str(tmp_path / "r20.keras")]
+        + ["--out", str(base), "--fold-batch-norm"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((base / "1" / "export_meta.json").read_text())
+    assert (meta["fold_batch_norm"], meta["folded_batch_norms"]) == (True, 19)
+    assert meta["verification"]["max_abs_diff"] <= 1e-5
+    report = export.verify(base, _digits_rgb32(128))
+    assert report.ok and report.max_abs_diff <= 1e-5
+    assert report.top1_agreement == 1.0
+
+    path = export.export_saved_model(
+        model, base, precision="float16", fold_batch_norm=True
+    )
+    meta = json.loads((path / "export_meta.json").read_text())
+    assert (meta["precision"], meta["folded_batch_norms"]) == ("float16", 19)
+    assert 0 < export.verify(path, _digits_rgb32(128)).max_abs_diff <= 1e-2
+
+
 @pytest.mark.slow
 def test_bfloat16_xla_float_input_multi_output(tmp_path):
     inputs = keras.Input((12, 12, 3))

@@ -95,6 +95,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         top_k=args.top_k,
         precision=args.precision,
         jit_compile=args.jit_compile,
+        fold_batch_norm=args.fold_batch_norm,
     )
     print(f"exported and verified: {path}")
 
@@ -451,6 +452,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--float-input",
         action="store_true",
         help="serve float32 model inputs instead of raw uint8 images",
+    )
+    p.add_argument(
+        "--fold-batch-norm",
+        action="store_true",
+        help="fold batch norms into the preceding conv/dense layers: faster, "
+        "but float32 rounding changes (deep nets may fail the 1e-5 verification)",
     )
     p.set_defaults(func=cmd_export)
 
