@@ -626,3 +626,75 @@ def test_zoo_export_and_serve_bench_commands(run_dir, tmp_path, capsys, monkeypa
         "bfloat16. Use float16 (most GPUs) or bfloat16 (Ampere or newer, TPUs)."
     ]
     assert _entries(base) == ["1"]
+
+
+# --- regression exports -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regression_export(tmp_path_factory):
+    """A short `zoo train --task regression` run on the diabetes table, exported."""
+    from sklearn.datasets import load_diabetes
+
+    from zoo import training
+
+    root = tmp_path_factory.mktemp("regression")
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(
+        root / "diabetes.csv", index=False
+    )
+    result = training.train(
+        "mlp",
+        f"csv:{root / 'diabetes.csv'}",
+        label_column="target",
+        task="regression",
+        model_args={"hidden_units": [16]},
+        epochs=3,
+        verbose=0,
+        run_dir=str(root),
+        name="run",
+    )
+    return result, export.export_saved_model(result.run_dir, root / "served")
+
+
+def test_regression_export_serves_predictions_in_target_units(regression_export):
+    result, version_dir = regression_export
+    meta = json.loads((version_dir / export.META_FILE).read_text())
+    assert meta["task"] == "regression" and meta["outputs"] == ["predictions"]
+    assert meta["target_name"] == "target" and meta["num_outputs"] == 1
+    assert meta["class_names"] is None and meta["top_k"] is None
+    assert meta["input_dtype"] == "float32" and meta["input_shape"] == [10]
+    assert meta["verification"]["max_abs_diff"] <= 1e-5
+    assert meta["verification"]["top1_agreement"] is None
+    # Raw (unstandardized) feature rows in, the target's units out.
+    info = data_pipelines.DatasetInfo.from_dict(
+        json.loads((result.run_dir / "dataset.json").read_text())
+    )
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame.drop(columns="target")
+    rows = data_pipelines.encode_table(frame.iloc[:32], info)
+    served = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+        images=tf.constant(rows)
+    )
+    assert set(served) == {"predictions"}
+    expected = result.model(data_pipelines.preprocessing_model(info)(rows))
+    np.testing.assert_allclose(served["predictions"].numpy(), expected, rtol=1e-5)
+    assert 25 < float(np.mean(expected)) < 350  # disease progression units
+
+
+def test_regression_export_signature_and_bad_input(regression_export, tmp_path):
+    result, version_dir = regression_export
+    proc = subprocess.run(
+        [_saved_model_cli(), "show", "--dir", str(version_dir), "--all"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    section = proc.stdout.split("signature_def['serving_default']:")[1]
+    assert re.search(
+        r"outputs\['predictions'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, 1\)",
+        section,
+    )
+    with pytest.raises(ValueError, match="top_k and class_names apply to classifiers"):
+        export.export_saved_model(result.run_dir, tmp_path / "x", top_k=3)
+    assert not (tmp_path / "x").exists()

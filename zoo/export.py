@@ -41,6 +41,7 @@ import zoo
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "class_ids", "scores")
+REGRESSION_OUTPUT = "predictions"
 META_FILE = "export_meta.json"
 KERAS_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.keras"
@@ -75,14 +76,14 @@ _VERIFY_SCRIPT = """
 import sys
 import numpy as np
 import tensorflow as tf
-saved_dir, inputs_path, outputs_path = sys.argv[1:4]
+saved_dir, inputs_path, outputs_path, main = sys.argv[1:5]
 images = np.load(inputs_path)
 loaded = tf.saved_model.load(saved_dir)
 serve = loaded.signatures["serving_default"]
 outputs = {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
-single = serve(images=tf.constant(images[:1]))["probabilities"].numpy()
+single = serve(images=tf.constant(images[:1]))[main].numpy()
 project = [m for m in ("zoo", "data_pipelines", "tuning") if m in sys.modules]
-np.savez(outputs_path, batch1_probabilities=single,
+np.savez(outputs_path, batch1=single,
          imported_project=np.array(project, dtype=str), **outputs)
 """
 
@@ -99,11 +100,15 @@ class VerifyReport:
     Attributes:
         path: The version directory that was verified.
         precision: Serving precision recorded in export_meta.json.
-        tolerance: Largest accepted max abs difference of `probabilities`.
+        tolerance: Largest accepted max abs difference of `probabilities`
+            (regression: of `predictions` divided by max(1, max |Keras
+            prediction|), since float32 keeps ~7 significant digits in any units).
         num_samples: Number of sample images compared.
-        max_abs_diff: Max abs difference, whole batch vs the Keras model.
+        max_abs_diff: Max abs difference, whole batch vs the Keras model
+            (regression: scaled as above).
         batch1_max_abs_diff: Same for the first image sent alone (dynamic batch).
-        top1_agreement: Fraction of samples whose top class matches Keras.
+        top1_agreement: Fraction of samples whose top class matches Keras (None
+            for regression).
         imported_project: Project modules the subprocess imported (must be empty).
     """
 
@@ -113,7 +118,7 @@ class VerifyReport:
     num_samples: int
     max_abs_diff: float
     batch1_max_abs_diff: float
-    top1_agreement: float
+    top1_agreement: float | None
     imported_project: tuple[str, ...]
 
     @property
@@ -136,6 +141,8 @@ class _Source:
     class_names: list[str] | None = None
     raw_shape: tuple[int, ...] | None = None
     raw_dtype: str = "uint8"  # "float32" for tabular runs: encoded feature vectors
+    regression: bool = False
+    target_name: str | None = None
     metrics: dict[str, Any] | None = None
     run_dir: str | None = None
 
@@ -183,8 +190,10 @@ def export_saved_model(
     jit_compile: bool = False,
     fold_batch_norm: bool = False,
     sample_images: np.ndarray | None = None,
+    regression: bool | None = None,
 ) -> Path:
-    """Export a classifier as a verified, TensorFlow Serving-ready SavedModel.
+    """Export a classifier (or regressor) as a verified, TensorFlow Serving-ready
+    SavedModel.
 
     Args:
         model_or_run_dir: A `keras.Model`, a `.keras` file, or a training run
@@ -213,6 +222,10 @@ def export_saved_model(
             networks (ResNet-50), whose export then fails verification.
         sample_images: Images used to verify the export (a batch of the serving
             input shape); default 8 seeded random images.
+        regression: Serve the model's output as `predictions` (float32, one
+            column per target) instead of `probabilities`/`class_ids`/`scores`.
+            Default: True for a regression run (`zoo train --task regression`),
+            else False.
 
     Returns:
         The version directory that was written.
@@ -236,7 +249,13 @@ def export_saved_model(
     if version is not None:
         _check_version_free(base, version)
     source = _load_source(model_or_run_dir)
-    model = _single_output(source.model)
+    regression = source.regression if regression is None else regression
+    if regression and (top_k is not None or class_names is not None):
+        raise ValueError(
+            "top_k and class_names apply to classifiers; this export serves a "
+            "regression model's predictions. Drop them."
+        )
+    model = _single_output(source.model, regression)
     input_shape = tuple(model.inputs[0].shape[1:])
     if len(model.inputs) != 1 or None in input_shape:
         raise ValueError(
@@ -245,8 +264,11 @@ def export_saved_model(
             "input_shape."
         )
     num_classes = int(model.outputs[0].shape[-1])
-    top_k = _check_top_k(top_k, num_classes)
-    names = _class_names(class_names or source.class_names, num_classes)
+    if regression:
+        top_k, names = None, None
+    else:
+        top_k = _check_top_k(top_k, num_classes)
+        names = _class_names(class_names or source.class_names, num_classes)
 
     if raw_image_input:
         if preprocessing is None:
@@ -280,7 +302,7 @@ def export_saved_model(
         folded = fold_batch_norms(model) if fold_batch_norm else model
         serving_model = _precompute_batch_norms(_with_precision(folded, precision))
         serve = _serving_function(
-            serving_model, preprocessing, spec, top_k, jit_compile
+            serving_model, preprocessing, spec, top_k, jit_compile, regression
         )
         archive = keras.export.ExportArchive()
         archive.track(serving_model)
@@ -303,10 +325,13 @@ def export_saved_model(
             "input_shape": list(spec.shape[1:]),
             "model_input_shape": list(input_shape),
             "raw_image_input": raw_image_input,
-            "num_classes": num_classes,
+            "task": "regression" if regression else "classification",
+            "num_classes": None if regression else num_classes,
             "class_names": names,
             "top_k": top_k,
-            "outputs": list(OUTPUT_NAMES),
+            "num_outputs": num_classes if regression else None,
+            "target_name": source.target_name if regression else None,
+            "outputs": [REGRESSION_OUTPUT] if regression else list(OUTPUT_NAMES),
             "precision": precision,
             "jit_compile": jit_compile,
             "fold_batch_norm": fold_batch_norm,
@@ -379,8 +404,12 @@ def verify(
     spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
     samples = _samples(sample_images, spec)
 
+    regression = meta.get("task") == "regression"
+    main = REGRESSION_OUTPUT if regression else OUTPUT_NAMES[0]
     model = _with_precision(
-        _single_output(zoo.load_model(version_dir / KERAS_FILE, compile=False)),
+        _single_output(
+            zoo.load_model(version_dir / KERAS_FILE, compile=False), regression
+        ),
         "float32",
     )
     x = samples
@@ -403,6 +432,7 @@ def verify(
             str(version_dir.resolve()),  # the subprocess runs in `work`
             str(inputs_path),
             str(outputs_path),
+            main,
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
@@ -422,20 +452,23 @@ def verify(
                 f"(exit {proc.returncode}): {last}"
             )
         with np.load(outputs_path) as out:
-            probabilities = out["probabilities"]
-            batch1 = out["batch1_probabilities"]
-            class_ids = out["class_ids"]
+            served = out[main]
+            batch1 = out["batch1"]
+            class_ids = None if regression else out["class_ids"]
             imported = tuple(str(m) for m in out["imported_project"])
 
     precision = meta["precision"]
+    scale = max(1.0, float(np.max(np.abs(reference)))) if regression else 1.0
     return VerifyReport(
         path=str(version_dir),
         precision=precision,
         tolerance=TOLERANCES[precision] if tolerance is None else tolerance,
         num_samples=len(samples),
-        max_abs_diff=float(np.max(np.abs(probabilities - reference))),
-        batch1_max_abs_diff=float(np.max(np.abs(batch1 - reference[:1]))),
-        top1_agreement=float(np.mean(class_ids[:, 0] == reference.argmax(-1))),
+        max_abs_diff=float(np.max(np.abs(served - reference))) / scale,
+        batch1_max_abs_diff=float(np.max(np.abs(batch1 - reference[:1]))) / scale,
+        top1_agreement=None
+        if regression
+        else float(np.mean(class_ids[:, 0] == reference.argmax(-1))),
         imported_project=imported,
     )
 
@@ -504,7 +537,8 @@ def predict(
     *,
     top_k: int | None = None,
 ) -> pd.DataFrame:
-    """Top-k classes of image files from an exported SavedModel (raw input only).
+    """Top-k classes (regression: the predictions) of image files from an exported
+    SavedModel (raw input only).
 
     Args:
         path: A version directory, or a base directory (its latest version).
@@ -512,7 +546,8 @@ def predict(
         top_k: Rows per image, at most the export's top_k (default: all of them).
 
     Returns:
-        A DataFrame with columns image, rank, class_id, class_name, score.
+        A DataFrame with columns image, rank, class_id, class_name, score; for a
+        regression export: image and the predicted value, named after the target.
 
     Raises:
         ValueError: If the export takes float inputs, top_k is too large, or an
@@ -526,6 +561,19 @@ def predict(
             "predict needs an image export with raw_image_input=True (zoo export "
             "without --float-input)."
         )
+    if meta.get("task") == "regression":
+        if top_k is not None:
+            raise ValueError("top_k applies to classifiers; this export is a regressor")
+        images = load_images(image_paths, meta["input_shape"])
+        loaded = tf.saved_model.load(str(version_dir))
+        outputs = loaded.signatures["serving_default"](images=tf.constant(images))
+        values = outputs[REGRESSION_OUTPUT].numpy()
+        names = [meta.get("target_name") or "prediction"] + [
+            f"prediction_{j}" for j in range(1, values.shape[1])
+        ]
+        table = pd.DataFrame(values, columns=names)
+        table.insert(0, "image", [str(p) for p in image_paths])
+        return table
     top_k = meta["top_k"] if top_k is None else top_k
     if not 1 <= top_k <= meta["top_k"]:
         raise ValueError(
@@ -588,7 +636,7 @@ def serve_bench(
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            serve(images=images)["probabilities"].numpy()
+            serve(images=images)[meta["outputs"][0]].numpy()
             times.append(time.perf_counter() - start)
         median = statistics.median(times)
         rows.append(
@@ -824,16 +872,20 @@ def _serving_function(
     model: keras.Model,
     preprocessing: keras.Layer | None,
     spec: tf.TensorSpec,
-    top_k: int,
+    top_k: int | None,
     jit_compile: bool,
+    regression: bool = False,
 ) -> tf.types.experimental.GenericFunction:
-    """The traced serving tf.function: images -> probabilities, class_ids, scores."""
+    """The traced serving tf.function: images -> probabilities, class_ids, scores
+    (regression: -> predictions)."""
 
     # XLA compiles the model and top-k only: preprocessing ops such as the
     # antialiased resize (ScaleAndTranslate) have no XLA kernel.
     @tf.function(jit_compile=jit_compile, autograph=False)
     def classify(x):
         probabilities = tf.cast(model(x, training=False), tf.float32)
+        if regression:
+            return {REGRESSION_OUTPUT: probabilities}
         scores, class_ids = tf.math.top_k(probabilities, k=top_k)
         return {
             "probabilities": probabilities,
@@ -885,15 +937,21 @@ def _all_layers(model: keras.Model) -> list[keras.Layer]:
     return layers
 
 
-def _single_output(model: keras.Model) -> keras.Model:
+def _single_output(model: keras.Model, regression: bool = False) -> keras.Model:
     """The model's first output as probabilities: auxiliary outputs (GoogLeNet's
     aux heads) are dropped, and a model that ends in logits (a Dense layer with a
-    linear activation, e.g. trained with from_logits) gets a softmax."""
+    linear activation, e.g. trained with from_logits) gets a softmax. Regression
+    outputs are served as they are."""
     output = model.outputs[0]
     last = output._keras_history[0]
-    if isinstance(last, keras.layers.Dense) and last.activation in (
-        keras.activations.linear,
-        None,
+    if (
+        not regression
+        and isinstance(last, keras.layers.Dense)
+        and last.activation
+        in (
+            keras.activations.linear,
+            None,
+        )
     ):
         output = keras.layers.Activation(
             "softmax", dtype="float32", name="probabilities"
@@ -940,6 +998,8 @@ def _load_source(obj: keras.Model | str | os.PathLike) -> _Source:
         source.class_names = list(info.class_names) if info.class_names else None
         source.raw_shape = tuple(info.raw_shape) if info.raw_shape else None
         source.raw_dtype = "float32" if info.task == "tabular" else "uint8"
+        source.regression = info.regression
+        source.target_name = info.target["name"] if info.target else None
     return source
 
 
