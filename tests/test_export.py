@@ -145,15 +145,20 @@ def test_raw_uint8_input_gives_keras_classes(exported, lenet, run_dir):
     np.testing.assert_allclose(out["scores"], np.sort(expected)[:, ::-1][:, :3])
 
 
-def test_saved_model_cli_shows_named_signature(exported):
+def _serving_default_section(version_dir: Path) -> str:
+    """`saved_model_cli show --all`'s text for the serving_default signature."""
     proc = subprocess.run(
-        [_saved_model_cli(), "show", "--dir", str(exported), "--all"],
+        [_saved_model_cli(), "show", "--dir", str(version_dir), "--all"],
         capture_output=True,
         text=True,
         check=True,
     )
     section = proc.stdout.split("signature_def['serving_default']:")[1]
-    section = section.split("signature_def[")[0]
+    return section.split("signature_def[")[0]
+
+
+def test_saved_model_cli_shows_named_signature(exported):
+    section = _serving_default_section(exported)
     fields = re.findall(
         r"(inputs|outputs)\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: \(([^)]*)\)",
         section,
@@ -684,13 +689,7 @@ def test_regression_export_serves_predictions_in_target_units(regression_export)
 
 def test_regression_export_signature_and_bad_input(regression_export, tmp_path):
     result, version_dir = regression_export
-    proc = subprocess.run(
-        [_saved_model_cli(), "show", "--dir", str(version_dir), "--all"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    section = proc.stdout.split("signature_def['serving_default']:")[1]
+    section = _serving_default_section(version_dir)
     assert re.search(
         r"outputs\['predictions'\] tensor_info:\s+dtype: DT_FLOAT\s+shape: \(-1, 1\)",
         section,
