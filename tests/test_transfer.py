@@ -492,10 +492,12 @@ def bench_module():
 
 
 @pytest.mark.slow  # about 1 minute on an idle 2-core CPU, 3 when shared
-def test_transfer_beats_scratch_on_a_small_real_subset(tmp_path):
+def test_benchmark_in_miniature_is_fair_and_fine_tuning_beats_the_head(tmp_path):
     """The benchmark in miniature: a half-width resnet20 at 16x16, pretrained on the
     real MNIST digits 0-4, learns 5-9 from 10 labelled images per class (5 train,
-    5 validation) far better than the same network from scratch."""
+    5 validation). Every method trains with the same augmentation; fine-tuning
+    beats the head alone by far. Against the tuned scratch run (lr 3e-3) it shows
+    no reliable gain here, so that is not asserted (see docs/transfer.md)."""
     bench = bench_module()
     pretrain_source, dataset = bench.make_datasets(tmp_path / "data", 10, seed=0)
     labels = bench.sources.read_idx(
@@ -503,21 +505,36 @@ def test_transfer_beats_scratch_on_a_small_real_subset(tmp_path):
     )
     assert np.bincount(labels).tolist() == [10] * 5  # 5-9 relabelled 0-4
     small = {"image_size": 16, "model_args": {"width": 0.5}}
-    run = bench.pretrain("resnet20", pretrain_source, tmp_path / "runs", 3, **small)
-    accuracy = bench.compare(
+    runs = tmp_path / "runs"
+    run = bench.pretrain("resnet20", pretrain_source, runs, 3, **small)
+    metrics = bench.compare(
         "resnet20",
         run,
         dataset,
         0,
-        tmp_path / "runs",
+        runs,
         scratch_epochs=20,
+        scratch_lr=3e-3,
         head_epochs=5,
         head_lr=1e-2,
         finetune_epochs=10,
         variants={"fine-tune": {"finetune_lr": 1e-3, "keep_batch_norm_frozen": False}},
+        augment=bench.AUGMENT,
         batch_size=16,
         val_fraction=0.5,
         scratch_options=small,
     )
-    assert accuracy["fine-tune"] >= accuracy["scratch"] + 0.10
-    assert accuracy["fine-tune"] >= accuracy["head only"]
+    configs = [
+        json.loads(path.read_text())
+        for path in sorted(runs.glob("*digits5-9*/config.json"))
+    ]
+    assert [c["model"] for c in configs] == [
+        "resnet20",
+        "resnet20_transfer",
+        "resnet20_transfer",
+    ]
+    assert all(c["augment"] == bench.AUGMENT.split(",") for c in configs)
+    accuracy = {name: m["test_accuracy"] for name, m in metrics.items()}
+    assert accuracy["fine-tune"] >= accuracy["head only"] + 0.15
+    assert min(accuracy["fine-tune"], accuracy["scratch"]) >= 0.4  # chance: 0.2
+    assert metrics["fine-tune"]["best_phase"] == "finetune"
