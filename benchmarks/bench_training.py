@@ -142,43 +142,45 @@ P4B = [
     ),
 ]
 
+STRONG_AUG = ["rotate:0.03", "zoom:0.1", "translate:0.1"]  # vs P4A's milder one
+
 # Also tried, without deterministic=True (same code path; run any with --recipes).
 EXPLORED = [
     _mnist(
         "lenet5-28-aug-cosine40",
         "28x28 input",
         image_size=None,
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _mnist(
         "lenet5-32-aug-cosine40",
         "rotate 11 deg, zoom/shift 10 %",
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _mnist("lenet5-32-noaug-cosine40", "no augmentation", augment=[]),
     _mnist(
         "lenet5-32-bn",
         "batch_norm",
         batch_norm=True,
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _mnist(
         "lenet5-32-dropout",
         "dropout 0.2",
         dropout=0.2,
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _mnist(
         "lenet5-32-normalize",
         "normalize",
         normalize=True,
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _mnist(
         "lenet5-32-batch32",
         "batch 32",
         batch_size=32,
-        augment=["rotate:0.03", "zoom:0.1", "translate:0.1"],
+        augment=STRONG_AUG,
     ),
     _digits("resnet20-16-val10", "resnet20", "val_fraction 0.1", val_fraction=0.1),
     _digits(
