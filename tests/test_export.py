@@ -286,28 +286,69 @@ def test_fold_batch_norms_only_folds_the_safe_pattern():
     assert export.fold_batch_norms(no_batch_norm) is no_batch_norm
 
 
-def test_default_export_precomputes_batch_norm_constants_bitwise(tmp_path):
-    model = _resnet20_with_statistics()
-    x = _digits_rgb32(32).astype("float32") / 255
-    served = export._precompute_batch_norms(model)
-    assert _batch_norms(served) == []
-    np.testing.assert_array_equal(np.asarray(served(x)), np.asarray(model(x)))
-    graph = tf.function(lambda v, m: m(v, training=False), autograph=False)
-    np.testing.assert_array_equal(graph(x, served), graph(x, model))
+def _conv_filter_sources(version_dir: Path) -> list[str]:
+    """The op feeding each Conv2D filter in the serving function's graph."""
+    from tensorflow.core.protobuf import saved_model_pb2
 
-    path = export.export_saved_model(
-        model, tmp_path / "r20", sample_images=_digits_rgb32(16)
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    sources = []
+    for function in proto.meta_graphs[0].graph_def.library.function:
+        ops = {node.name: node.op for node in function.node_def}
+        for node in function.node_def:
+            if node.op == "Conv2D":
+                sources.append(ops[node.input[1].split(":")[0]])
+    return sources
+
+
+def test_default_export_freezes_conv_filters_only(tmp_path):
+    model = _resnet20_with_statistics()
+    images = _digits_rgb32(16)
+    frozen = export.export_saved_model(model, tmp_path / "r20", sample_images=images)
+    kept = export.export_saved_model(
+        model, tmp_path / "r20", sample_images=images, freeze_filters=False
     )
-    meta = json.loads((path / "export_meta.json").read_text())
-    assert (meta["fold_batch_norm"], meta["folded_batch_norms"]) == (False, 0)
-    assert meta["verification"]["max_abs_diff"] <= 1e-5
-    # Keras's batch norm computes rsqrt(variance + eps) on every call; the export
-    # serves the precomputed per-channel constants instead.
-    keras_graph = graph.get_concrete_function(x, model).graph.as_graph_def()
-    assert sum(node.op == "Rsqrt" for node in keras_graph.node) == 19
-    assert _graph_ops(path, "Rsqrt") == 0 < _graph_ops(path, "Conv2D")
-    loaded = keras.saving.load_model(path / "model.keras", compile=False)
-    assert len(_batch_norms(loaded)) == 19  # model.keras is the user's model
+    frozen_meta = json.loads((frozen / "export_meta.json").read_text())
+    kept_meta = json.loads((kept / "export_meta.json").read_text())
+    # ResNet-20 has 19 convolutions (option-A shortcuts have none).
+    assert (frozen_meta["frozen_filters"], kept_meta["frozen_filters"]) == (19, 0)
+    assert _conv_filter_sources(frozen) == ["Const"] * 19
+    assert _conv_filter_sources(kept) == ["ReadVariableOp"] * 19
+    # Everything else stays a variable: 4 per batch norm (19), the Dense layer's 2.
+    kept_model, frozen_model = (tf.saved_model.load(str(p)) for p in (kept, frozen))
+    assert len(kept_model.weights) == len(model.weights) == 19 + 4 * 19 + 2
+    assert len(frozen_model.weights) == 4 * 19 + 2
+    assert max(len(v.shape) for v in frozen_model.weights) == 2
+    # Both graphs round like the eager model up to float32 noise (oneDNN picks
+    # its kernels by them), far inside the 1e-5 tolerance.
+    assert frozen_meta["verification"]["max_abs_diff"] <= 1e-7
+    assert kept_meta["verification"]["max_abs_diff"] <= 1e-7
+    x = tf.constant(images)
+    np.testing.assert_allclose(
+        frozen_model.signatures["serving_default"](images=x)["probabilities"],
+        kept_model.signatures["serving_default"](images=x)["probabilities"],
+        atol=1e-7,
+    )
+
+
+def test_freeze_filters_bad_values_write_nothing(lenet, tmp_path, monkeypatch):
+    base = tmp_path / "out"
+    with pytest.raises(
+        ValueError,
+        match=r"freeze_filters must be True, False or 'auto'; received 'yes'",
+    ):
+        export.export_saved_model(lenet, base, freeze_filters="yes")
+    # LeNet-5's two filters take 10,400 bytes (5x5x1x6 and 5x5x6x16 float32).
+    monkeypatch.setattr(export, "_FREEZE_MAX_BYTES", 10_000)
+    with pytest.raises(
+        ValueError,
+        match=r"freeze_filters=True received a model with 0\.0 GiB of convolution "
+        r"filters; .* Pass freeze_filters=False \(zoo export --no-freeze-filters\)",
+    ):
+        export.export_saved_model(lenet, base, freeze_filters=True)
+    assert _entries(base) == []
+    auto = export.export_saved_model(lenet, base)  # "auto" keeps variables now
+    assert json.loads((auto / "export_meta.json").read_text())["frozen_filters"] == 0
 
 
 def test_zoo_export_fold_batch_norm_in_fresh_process(tmp_path):
@@ -317,7 +358,7 @@ def test_zoo_export_fold_batch_norm_in_fresh_process(tmp_path):
     # A fresh process: loading the .keras file needs zoo's ChannelPad registered.
     proc = subprocess.run(
         [sys.executable, "-m", "zoo.cli", "export", str(tmp_path / "r20.keras")]
-        + ["--out", str(base), "--fold-batch-norm"],
+        + ["--out", str(base), "--fold-batch-norm", "--no-freeze-filters"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -326,6 +367,8 @@ def test_zoo_export_fold_batch_norm_in_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((base / "1" / "export_meta.json").read_text())
     assert (meta["fold_batch_norm"], meta["folded_batch_norms"]) == (True, 19)
+    assert meta["frozen_filters"] == 0
+    assert _conv_filter_sources(base / "1") == ["ReadVariableOp"] * 19
     assert meta["verification"]["max_abs_diff"] <= 1e-5
     report = export.verify(base, _digits_rgb32(128))
     assert report.ok and report.max_abs_diff <= 1e-5

@@ -96,6 +96,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         precision=args.precision,
         jit_compile=args.jit_compile,
         fold_batch_norm=args.fold_batch_norm,
+        freeze_filters="auto" if args.freeze_filters else False,
     )
     print(f"exported and verified: {path}")
 
@@ -458,6 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fold batch norms into the preceding conv/dense layers: faster, "
         "but float32 rounding changes (deep nets may fail the 1e-5 verification)",
+    )
+    p.add_argument(
+        "--no-freeze-filters",
+        dest="freeze_filters",
+        action="store_false",
+        help="keep convolution filters as SavedModel variables (default: graph "
+        "constants up to 1 GiB, which oneDNN runs faster at small batches)",
     )
     p.set_defaults(func=cmd_export)
 
