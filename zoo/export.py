@@ -982,7 +982,7 @@ def _single_output(model: keras.Model, regression: bool = False) -> keras.Model:
         )(output)
     elif len(model.outputs) == 1:
         return model
-    return keras.Model(model.inputs, output, name=model.name)
+    return keras.Model(model.input, output, name=model.name)
 
 
 def _load_source(obj: keras.Model | str | os.PathLike) -> _Source:
