@@ -518,6 +518,11 @@ def test_bad_inputs_fail_with_clear_errors_and_write_nothing(
         ),
         (
             (lenet, base),
+            {"tolerance": 0},
+            r"tolerance must be a positive number; received 0\.",
+        ),
+        (
+            (lenet, base),
             {"class_names": ["a", "b"]},
             r"received 2 class names for a model with 10 classes",
         ),
@@ -673,6 +678,24 @@ def test_zoo_export_and_serve_bench_commands(run_dir, tmp_path, capsys, monkeypa
         "zoo export: error: unknown precision 'int4'; allowed: float32, float16, "
         "bfloat16. Use float16 (most GPUs) or bfloat16 (Ampere or newer, TPUs)."
     ]
+    assert _entries(base) == ["1"]
+    # float16 differs by ~1e-4: a 1e-6 tolerance fails verification, in one line.
+    assert (
+        cli.main(
+            ["export", str(run_dir), "--out", str(base)]
+            + ["--precision", "float16", "--tolerance", "1e-6"]
+        )
+        == 2
+    )
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(
+        r"zoo export: error: exported SavedModel disagrees with the Keras model: max "
+        r"abs difference \S+ > tolerance 1e-06 \(float16, 8 samples, top-1 "
+        r"agreement \d+%\); nothing was published\. If this is rounding \(a deep "
+        r"network, reduced precision\), export again with a looser tolerance \(zoo "
+        r"export --tolerance\)\.",
+        err,
+    ), err
     assert _entries(base) == ["1"]
 
 

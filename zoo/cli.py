@@ -97,6 +97,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         jit_compile=args.jit_compile,
         fold_batch_norm=args.fold_batch_norm,
         freeze_filters="auto" if args.freeze_filters else False,
+        tolerance=args.tolerance,
     )
     print(f"exported and verified: {path}")
 
@@ -459,6 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fold batch norms into the preceding conv/dense layers: faster, "
         "but float32 rounding changes (deep nets may fail the 1e-5 verification)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="accepted max abs difference of the verification (default 1e-5 in "
+        "float32, 1e-2 float16, 1e-1 bfloat16)",
     )
     p.add_argument(
         "--no-freeze-filters",

@@ -204,6 +204,7 @@ def export_saved_model(
     fold_batch_norm: bool = False,
     freeze_filters: bool | str = "auto",
     sample_images: np.ndarray | None = None,
+    tolerance: float | None = None,
     regression: bool | None = None,
 ) -> Path:
     """Export a classifier (or regressor) as a verified, TensorFlow Serving-ready
@@ -245,6 +246,10 @@ def export_saved_model(
             (default) freezes filters that take at most 1 GiB.
         sample_images: Images used to verify the export (a batch of the serving
             input shape); default 8 seeded random images.
+        tolerance: Accepted max abs difference of the verification (default
+            `TOLERANCES[precision]`: 1e-5 in float32). Deep networks can exceed
+            1e-5 by float32 rounding alone (TensorFlow's graph and eager kernels
+            sum in different orders); loosen it knowingly.
         regression: Serve the model's output as `predictions` (float32, one
             column per target) instead of `probabilities`/`class_ids`/`scores`.
             Default: True for a regression run (`zoo train --task regression`),
@@ -268,6 +273,10 @@ def export_saved_model(
             f"unknown precision '{precision}'; allowed: "
             f"{', '.join(PRECISION_POLICIES)}. Use float16 (most GPUs) or bfloat16 "
             "(Ampere or newer, TPUs)."
+        )
+    if tolerance is not None and not tolerance > 0:
+        raise ValueError(
+            f"tolerance must be a positive number; received {tolerance!r}."
         )
     if freeze_filters not in (True, False, "auto"):
         raise ValueError(
@@ -375,11 +384,9 @@ def export_saved_model(
             "package_versions": _package_versions(),
         }
         _write_json(tmp / META_FILE, meta)
-        report = verify(tmp, samples)
+        report = verify(tmp, samples, tolerance=tolerance)
         if not report.ok:
-            raise VerificationError(
-                f"exported SavedModel disagrees with the Keras model: {report}"
-            )
+            raise VerificationError(_verification_failure(report))
         meta["verification"] = {
             k: v for k, v in asdict(report).items() if k not in ("path", "precision")
         }
@@ -925,6 +932,28 @@ def _should_freeze(freeze_filters: bool | str, layers: list) -> bool:
             "--no-freeze-filters)."
         )
     return freeze_filters
+
+
+def _verification_failure(report: VerifyReport) -> str:
+    """One line saying how the export failed verification and what to do."""
+    if report.imported_project:
+        return (
+            "the SavedModel needed this project to load (the fresh process imported "
+            f"{', '.join(report.imported_project)}); nothing was published."
+        )
+    diff = max(report.max_abs_diff, report.batch1_max_abs_diff)
+    agreement = (
+        ""
+        if report.top1_agreement is None
+        else f", top-1 agreement {report.top1_agreement:.0%}"
+    )
+    return (
+        f"exported SavedModel disagrees with the Keras model: max abs difference "
+        f"{diff:.2g} > tolerance {report.tolerance:g} ({report.precision}, "
+        f"{report.num_samples} samples{agreement}); nothing was published. If "
+        "this is rounding (a deep network, reduced precision), export again with "
+        "a looser tolerance (zoo export --tolerance)."
+    )
 
 
 def _with_precision(model: keras.Model, precision: str) -> keras.Model:
