@@ -239,11 +239,12 @@ def export_saved_model(
             serving graph (True) instead of SavedModel variables (False). oneDNN
             reorders a filter into its blocked layout once when it is a
             constant, and on every call when it is a variable: ResNet-50 at
-            batch 1 runs about 1.3x faster on CPU. Other weights stay variables,
-            so the outputs equal the Keras model's (graph optimizers rewrite
-            constant batch-norm scales and Dense kernels, which shifts float32
-            rounding). A graph is a protocol buffer capped at 2 GB, so "auto"
-            (default) freezes filters that take at most 1 GiB.
+            batch 1 runs 1.3-1.9x faster on CPU. Other weights stay variables,
+            so the outputs match the Keras model's up to float32 noise (graph
+            optimizers rewrite constant batch-norm scales and Dense kernels,
+            which shifts rounding beyond the 1e-5 tolerance). A graph is a
+            protocol buffer capped at 2 GB, so "auto" (default) freezes filters
+            that take at most 1 GiB.
         sample_images: Images used to verify the export (a batch of the serving
             input shape); default 8 seeded random images.
         tolerance: Accepted max abs difference of the verification (default
@@ -846,7 +847,9 @@ def _serving_function(
     """The traced serving tf.function: images -> probabilities, class_ids, scores
     (regression: -> predictions)."""
     run_model = _inference_call(model, frozen)
-    run_preprocessing = preprocessing and _inference_call(preprocessing, frozen)
+    run_preprocessing = (
+        None if preprocessing is None else _inference_call(preprocessing, frozen)
+    )
 
     # XLA compiles the model and top-k only: preprocessing ops such as the
     # antialiased resize (ScaleAndTranslate) have no XLA kernel.
