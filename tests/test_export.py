@@ -456,7 +456,7 @@ def test_killed_export_leaves_no_partial_version(exported, tmp_path):
         import keras
         import zoo
         from zoo import export
-        def verify(path, samples):  # the SavedModel is written: stall here
+        def verify(path, samples, **options):  # the SavedModel is written: stall
             pathlib.Path({str(marker)!r}).write_text(str(path))
             time.sleep(600)
         export.verify = verify
