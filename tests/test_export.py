@@ -218,16 +218,6 @@ def _batch_norms(model: keras.Model) -> list[str]:
     ]
 
 
-def _graph_ops(version_dir: Path, op: str) -> int:
-    """How many `op` nodes the SavedModel's functions hold."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    proto.ParseFromString((version_dir / "saved_model.pb").read_bytes())
-    library = proto.meta_graphs[0].graph_def.library.function
-    return sum(node.op == op for f in library for node in f.node_def)
-
-
 def test_fold_batch_norms_folds_every_resnet_batch_norm():
     model = _resnet20_with_statistics()
     weights = [w.copy() for w in model.get_weights()]
