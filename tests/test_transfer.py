@@ -491,50 +491,91 @@ def bench_module():
     return module
 
 
-@pytest.mark.slow  # about 1 minute on an idle 2-core CPU, 3 when shared
-def test_benchmark_in_miniature_is_fair_and_fine_tuning_beats_the_head(tmp_path):
-    """The benchmark in miniature: a half-width resnet20 at 16x16, pretrained on the
-    real MNIST digits 0-4, learns 5-9 from 10 labelled images per class (5 train,
-    5 validation). Every method trains with the same augmentation; fine-tuning
-    beats the head alone by far. Against the tuned scratch run (lr 3e-3) it shows
-    no reliable gain here, so that is not asserted (see docs/transfer.md)."""
+# The benchmark in miniature (docs/transfer.md, "The test in miniature"): a half-width
+# resnet20 at 16x16, pretrained on the real MNIST digits 0-4 (10 epochs, cosine from
+# lr 3e-3, augmented), learns 5-9 from 18 labelled images per class: 3 train and 15
+# validation, so that picking the best epoch (75 validation images) is steady. Every
+# method sees the same images and augmentation, trains 25 epochs at batch 5 and keeps
+# its best epoch by validation accuracy. Scratch's learning rate, 1e-2, was chosen on
+# validation accuracy (against 3e-3 and 3e-2, seeds 0-4); head and fine-tune use the
+# benchmark's rates (1e-2, then 1e-3 with batch norm frozen, the Keras guide's rule).
+MINIATURE = {
+    "per_class": 18,
+    "val_fraction": 5 / 6,
+    "small": {"image_size": 16, "model_args": {"width": 0.5}},
+    "pretrain": {"schedule": "cosine", "learning_rate": 3e-3},
+    "pretrain_epochs": 10,
+    "compare": {
+        "scratch_epochs": 25,
+        "scratch_lr": 1e-2,
+        "head_epochs": 10,
+        "head_lr": 1e-2,
+        "finetune_epochs": 15,
+        "variants": {
+            "fine-tune": {"finetune_lr": 1e-3, "keep_batch_norm_frozen": True}
+        },
+        "batch_size": 5,
+    },
+}
+
+
+def run_miniature(root, seed):
+    """The benchmark in miniature for one data seed: metrics per method (scratch,
+    head only, fine-tune) and the run directories of the 5-9 runs, in that order."""
     bench = bench_module()
-    pretrain_source, dataset = bench.make_datasets(tmp_path / "data", 10, seed=0)
-    labels = bench.sources.read_idx(
-        tmp_path / "data" / "digits5-9-seed0" / "train-labels-idx1-ubyte.gz", 0x801
+    pretrain_source, dataset = bench.make_datasets(
+        root / "data", MINIATURE["per_class"], seed=seed
     )
-    assert np.bincount(labels).tolist() == [10] * 5  # 5-9 relabelled 0-4
-    small = {"image_size": 16, "model_args": {"width": 0.5}}
-    runs = tmp_path / "runs"
-    run = bench.pretrain("resnet20", pretrain_source, runs, 3, **small)
+    runs = root / "runs"
+    run = bench.pretrain(
+        "resnet20",
+        pretrain_source,
+        runs,
+        MINIATURE["pretrain_epochs"],
+        augment=bench.AUGMENT,
+        **MINIATURE["pretrain"],
+        **MINIATURE["small"],
+    )
     metrics = bench.compare(
         "resnet20",
         run,
         dataset,
-        0,
+        seed,
         runs,
-        scratch_epochs=20,
-        scratch_lr=3e-3,
-        head_epochs=5,
-        head_lr=1e-2,
-        finetune_epochs=10,
-        variants={"fine-tune": {"finetune_lr": 1e-3, "keep_batch_norm_frozen": False}},
         augment=bench.AUGMENT,
-        batch_size=16,
-        val_fraction=0.5,
-        scratch_options=small,
+        val_fraction=MINIATURE["val_fraction"],
+        scratch_options=MINIATURE["small"],
+        **MINIATURE["compare"],
     )
-    configs = [
-        json.loads(path.read_text())
-        for path in sorted(runs.glob("*digits5-9*/config.json"))
-    ]
+    return metrics, sorted(runs.glob("*digits5-9*"))
+
+
+@pytest.mark.slow  # about 2 minutes on an idle 2-core CPU, 3+ when shared
+def test_benchmark_in_miniature_is_fair_and_fine_tuning_beats_scratch(tmp_path):
+    """The benchmark in miniature (see MINIATURE): with 3 labelled training images
+    per class of 5-9, head + fine-tune beats the tuned scratch run and the head
+    alone by at least 10 points each (measured on data seed 0 in 5 runs: 29-39 and
+    17-29 points; seeds 1-4: 16-20 and 11-45; see docs/transfer.md)."""
+    bench = bench_module()
+    metrics, run_dirs = run_miniature(tmp_path, seed=0)
+    labels = bench.sources.read_idx(
+        tmp_path / "data" / "digits5-9-seed0" / "train-labels-idx1-ubyte.gz", 0x801
+    )
+    assert np.bincount(labels).tolist() == [18] * 5  # 5-9 relabelled 0-4
+    # Fair: the same labelled images, split, augmentation and epochs for everyone.
+    configs = [json.loads((d / "config.json").read_text()) for d in run_dirs]
+    sizes = [json.loads((d / "dataset.json").read_text())["sizes"] for d in run_dirs]
     assert [c["model"] for c in configs] == [
         "resnet20",
         "resnet20_transfer",
         "resnet20_transfer",
     ]
     assert all(c["augment"] == bench.AUGMENT.split(",") for c in configs)
+    assert all(s["train"] == 15 and s["val"] == 75 for s in sizes)
+    assert [c["epochs"] for c in configs] == [25, 10, 25]
     accuracy = {name: m["test_accuracy"] for name, m in metrics.items()}
-    assert accuracy["fine-tune"] >= accuracy["head only"] + 0.15
-    assert min(accuracy["fine-tune"], accuracy["scratch"]) >= 0.4  # chance: 0.2
+    assert accuracy["fine-tune"] >= accuracy["scratch"] + 0.10
+    assert accuracy["fine-tune"] >= accuracy["head only"] + 0.10
+    # Both learn (chance: 0.2; scratch on seed 0 measured 0.45-0.61 in 9 runs).
+    assert min(accuracy["fine-tune"], accuracy["scratch"]) >= 0.35
     assert metrics["fine-tune"]["best_phase"] == "finetune"
