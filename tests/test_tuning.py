@@ -14,6 +14,7 @@ import pytest
 
 import tuning
 from tuning import spaces
+from tuning.search import IDLE_POLL_SECONDS, ZooTuner
 from zoo import cli, training
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tuning.md"
@@ -377,3 +378,34 @@ def test_chief_without_workers_stops_after_a_bounded_wait(tmp_path):
         )
     with socket.socket() as s:  # the chief's server is gone: the port is free again
         s.bind(("127.0.0.1", int(address.rsplit(":", 1)[1])))
+
+
+class IdleOracle(kt.oracles.RandomSearchOracle):
+    """Answers IDLE (another worker's trial must end first) for `idle_for` seconds,
+    then STOPPED; counts the requests."""
+
+    def __init__(self, idle_for: float) -> None:
+        super().__init__(objective="val_accuracy", max_trials=1)
+        self.idle_for = idle_for
+        self.requests: list[float] = []
+
+    def create_trial(self, tuner_id):
+        self.requests.append(time.monotonic())
+        done = self.requests[-1] - self.requests[0] >= self.idle_for
+        status = kt.engine.trial.TrialStatus.STOPPED if done else "IDLE"
+        return kt.engine.trial.Trial(self.hyperparameters.copy(), status=status)
+
+
+def test_a_tuner_told_idle_waits_before_asking_again(tmp_path):
+    """KerasTuner re-asks an IDLE oracle at once: a busy loop of gRPC calls on a
+    distributed worker. ZooTuner asks every IDLE_POLL_SECONDS instead."""
+    oracle = IdleOracle(idle_for=1.0)
+    tuner = ZooTuner(
+        oracle, lambda hp: None, epochs=1, early_stopping=None, max_model_size=None,
+        seed=0, isolate=False, verbose=False, directory=str(tmp_path),
+    )  # fmt: skip
+    tuner.search()
+    gaps = [b - a for a, b in zip(oracle.requests, oracle.requests[1:], strict=False)]
+    assert IDLE_POLL_SECONDS == 0.5
+    assert len(oracle.requests) == 3  # at 0, 0.5 and 1.0 s (thousands without the wait)
+    assert all(gap >= 0.5 for gap in gaps)

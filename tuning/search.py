@@ -60,6 +60,8 @@ OBJECTIVES = {
     "loss": "min",
 }
 ROLES = ("chief", "worker")
+# Seconds a tuner waits before asking again when the oracle answered IDLE.
+IDLE_POLL_SECONDS = 0.5
 # TrainConfig fields a search takes (the space chooses optimizer, rate, batch size).
 DATA_OPTIONS = (
     "image_size",
@@ -298,6 +300,20 @@ class ZooTuner(kt.Tuner):
         self.isolate = isolate
         self.verbose = verbose
         self.keep_weights = isinstance(oracle, kt.oracles.HyperbandOracle)
+        self._asked = False  # asked the oracle for a trial, none started since
+
+    def pre_create_trial(self) -> None:
+        """Wait IDLE_POLL_SECONDS when the last request got no trial: the oracle
+        answered IDLE (a Hyperband round or grid waits for another worker's trial).
+        KerasTuner asks again at once, a busy loop of gRPC calls that takes the CPU
+        from the trials still running."""
+        if self._asked:
+            time.sleep(IDLE_POLL_SECONDS)
+        self._asked = True
+
+    def on_trial_begin(self, trial) -> None:
+        self._asked = False
+        super().on_trial_begin(trial)
 
     def _populate_initial_space(self) -> None:
         """No-op: the oracle starts with the full space (`spaces.declare`); KerasTuner's
