@@ -149,8 +149,10 @@ def _train_options(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> None:
     options = _train_options(args)
     if args.resume is not None and (args.config or args.model):
-        raise ValueError("--resume continues a run with its own config; do not pass "
-                         "a model or --config with it.")
+        raise ValueError(
+            "--resume continues a run with its own config; do not pass "
+            "a model or --config with it."
+        )
     load_tensorflow()
     from zoo import training
 
@@ -162,8 +164,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.model:
         merged["model"] = args.model
     training.TrainConfig.from_dict(merged, args.config or "flags")  # validate first
-    training.train(merged.pop("model", "lenet5"), merged.pop("dataset", "digits"),
-                   **merged)
+    training.train(
+        merged.pop("model", "lenet5"), merged.pop("dataset", "digits"), **merged
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -171,14 +174,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from zoo import training
 
     metrics = training.evaluate(args.run_dir, dataset=args.dataset)
-    print(f"{args.run_dir}: {training.headline(metrics)}, test loss "
-          f"{metrics['test_loss']:.4f} on {metrics['test_size']} samples of "
-          f"{metrics['dataset']}")
+    print(
+        f"{args.run_dir}: {training.headline(metrics)}, test loss "
+        f"{metrics['test_loss']:.4f} on {metrics['test_size']} samples of "
+        f"{metrics['dataset']}"
+    )
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    options = {k: v for k, v in vars(args).items()
-               if k not in ("command", "func", "family", "fixed", "export")}
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "func", "family", "fixed", "export")
+    }
     load_tensorflow()
     import tuning
 
@@ -202,48 +210,103 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     """Flags of `zoo tune`; each maps to an argument of `tuning.search`."""
     s = argparse.SUPPRESS
     p.add_argument("family", help="mlp, cnn or resnet")
-    p.add_argument("--dataset", default="digits", help="digits (default), idx:DIR, "
-                   "tfds:NAME[:CONFIG], folder:DIR, csv:FILE")
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        help="digits (default), idx:DIR, tfds:NAME[:CONFIG], folder:DIR, csv:FILE",
+    )
     p.add_argument("--image-size", dest="image_size", type=int, default=s)
     p.add_argument("--channels", type=int, default=s)
     p.add_argument("--normalize", action="store_true", default=s)
     p.add_argument("--augment", default=s, help="e.g. rotate:0.05,zoom:0.1")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
-    p.add_argument("--tuner", default="random",
-                   help="random (default), grid, hyperband, bayesian")
+    p.add_argument(
+        "--tuner", default="random", help="random (default), grid, hyperband, bayesian"
+    )
     p.add_argument("--max-trials", dest="max_trials", type=int, default=10)
-    p.add_argument("--objective", default="val_accuracy",
-                   help="val_accuracy (default), val_loss, accuracy, loss")
-    p.add_argument("--epochs", type=int, default=20,
-                   help="epochs per trial (hyperband: the most a trial gets)")
-    p.add_argument("--early-stopping", dest="early_stopping", type=int, default=3,
-                   metavar="PATIENCE", help="stop a trial after PATIENCE epochs "
-                   "without a better objective (0: off)")
-    p.add_argument("--fix", dest="fixed", type=_key_value, action="append",
-                   default=[], metavar="NAME=VALUE",
-                   help="pin a hyperparameter, e.g. activation=relu (repeatable)")
-    p.add_argument("--directory", default=None,
-                   help="search directory (default tuning_runs/FAMILY_DATASET)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the search in --directory; keeps finished trials")
+    p.add_argument(
+        "--objective",
+        default="val_accuracy",
+        help="val_accuracy (default), val_loss, accuracy, loss",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=20,
+        help="epochs per trial (hyperband: the most a trial gets)",
+    )
+    p.add_argument(
+        "--early-stopping",
+        dest="early_stopping",
+        type=int,
+        default=3,
+        metavar="PATIENCE",
+        help="stop a trial after PATIENCE epochs without a better objective (0: off)",
+    )
+    p.add_argument(
+        "--fix",
+        dest="fixed",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a hyperparameter, e.g. activation=relu (repeatable)",
+    )
+    p.add_argument(
+        "--directory",
+        default=None,
+        help="search directory (default tuning_runs/FAMILY_DATASET)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the search in --directory; keeps finished trials",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-model-size", dest="max_model_size", type=int, default=None,
-                   help="trials whose model has more trainable parameters fail")
-    p.add_argument("--in-process", dest="isolate", action="store_false",
-                   help="run trials in this process, not in a child process each")
-    p.add_argument("--export", default=None, metavar="DIR", help="after the search, "
-                   "retrain the best configuration on train+val, test it and export "
-                   "a verified SavedModel to DIR")
-    p.add_argument("--distributed", default=None, metavar="ROLE",
-                   help="chief (serves the oracle) or worker (runs trials)")
-    p.add_argument("--oracle-address", dest="oracle_address",
-                   default="127.0.0.1:8000", metavar="HOST:PORT",
-                   help="where the chief listens (no authentication: keep it on "
-                   "a trusted network)")
+    p.add_argument(
+        "--max-model-size",
+        dest="max_model_size",
+        type=int,
+        default=None,
+        help="trials whose model has more trainable parameters fail",
+    )
+    p.add_argument(
+        "--in-process",
+        dest="isolate",
+        action="store_false",
+        help="run trials in this process, not in a child process each",
+    )
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="after the search, "
+        "retrain the best configuration on train+val, test it and export "
+        "a verified SavedModel to DIR",
+    )
+    p.add_argument(
+        "--distributed",
+        default=None,
+        metavar="ROLE",
+        help="chief (serves the oracle) or worker (runs trials)",
+    )
+    p.add_argument(
+        "--oracle-address",
+        dest="oracle_address",
+        default="127.0.0.1:8000",
+        metavar="HOST:PORT",
+        help="where the chief listens (no authentication: keep it on "
+        "a trusted network)",
+    )
     p.add_argument("--worker-id", dest="worker_id", default=None)
-    p.add_argument("--oracle-timeout", dest="oracle_timeout", type=float,
-                   default=60.0, metavar="SECONDS",
-                   help="how long a worker waits for the chief")
+    p.add_argument(
+        "--oracle-timeout",
+        dest="oracle_timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a worker waits for the chief",
+    )
 
 
 def _unfreeze_spec(text: str) -> int | float | str | None:
@@ -258,17 +321,41 @@ def _unfreeze_spec(text: str) -> int | float | str | None:
 
 # `zoo train` flags that `zoo finetune` takes too (see transfer.FINETUNE_OPTIONS).
 FINETUNE_TRAIN_FLAGS = (
-    "dataset", "image_size", "channels", "normalize", "augment", "val_fraction",
-    "label_column", "data_dir", "batch_size", "optimizer", "learning_rate",
-    "momentum", "nesterov", "weight_decay", "loss", "from_logits", "label_smoothing",
-    "schedule", "warmup_epochs", "step_epochs", "step_factor", "early_stopping",
-    "seed", "deterministic", "jit_compile", "run_dir", "name", "export",
+    "dataset",
+    "image_size",
+    "channels",
+    "normalize",
+    "augment",
+    "val_fraction",
+    "label_column",
+    "data_dir",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "loss",
+    "from_logits",
+    "label_smoothing",
+    "schedule",
+    "warmup_epochs",
+    "step_epochs",
+    "step_factor",
+    "early_stopping",
+    "seed",
+    "deterministic",
+    "jit_compile",
+    "run_dir",
+    "name",
+    "export",
 )
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    options = {k: v for k, v in vars(args).items()
-               if k not in ("command", "func", "source")}
+    options = {
+        k: v for k, v in vars(args).items() if k not in ("command", "func", "source")
+    }
     load_tensorflow()
     from zoo import transfer
 
@@ -278,28 +365,65 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
     """The flags of `zoo finetune`: its own, plus the shared ones of `zoo train`."""
     s = argparse.SUPPRESS
-    p.add_argument("source", help="run directory (its best.keras), .keras file, or "
-                   "keras:NAME for a keras.applications backbone (keras:ResNet50)")
-    p.add_argument("--head-epochs", dest="head_epochs", type=int, default=s,
-                   help="phase 1: train the new head, backbone frozen (default 5)")
-    p.add_argument("--finetune-epochs", dest="finetune_epochs", type=int,
-                   default=s, help="phase 2: fine-tune (default 10; 0 = head only)")
-    p.add_argument("--unfreeze", dest="unfreeze_top", type=_unfreeze_spec,
-                   default=s, metavar="WHERE", help="what phase 2 trains: a stage "
-                   "or layer name and all above it, N top layers with weights, a "
-                   "fraction, or all (default)")
-    p.add_argument("--finetune-lr", dest="finetune_lr", type=float, default=s,
-                   help="phase 2 learning rate (default 1e-4; --lr is phase 1's)")
-    p.add_argument("--keep-batch-norm-frozen", dest="keep_batch_norm_frozen",
-                   action=argparse.BooleanOptionalAction, default=s,
-                   help="keep BatchNormalization frozen in phase 2 (default: yes)")
-    p.add_argument("--dropout", type=float, default=s,
-                   help="dropout before the new classifier")
-    p.add_argument("--cut", default=s, metavar="LAYER",
-                   help="layer whose output feeds the new head (default: the "
-                   "pooling/flatten before the old head)")
-    p.add_argument("--weights", default=s, help="keras:NAME backbones: imagenet "
-                   "(default; needs internet), a weights file, or none")
+    p.add_argument(
+        "source",
+        help="run directory (its best.keras), .keras file, or "
+        "keras:NAME for a keras.applications backbone (keras:ResNet50)",
+    )
+    p.add_argument(
+        "--head-epochs",
+        dest="head_epochs",
+        type=int,
+        default=s,
+        help="phase 1: train the new head, backbone frozen (default 5)",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        dest="finetune_epochs",
+        type=int,
+        default=s,
+        help="phase 2: fine-tune (default 10; 0 = head only)",
+    )
+    p.add_argument(
+        "--unfreeze",
+        dest="unfreeze_top",
+        type=_unfreeze_spec,
+        default=s,
+        metavar="WHERE",
+        help="what phase 2 trains: a stage "
+        "or layer name and all above it, N top layers with weights, a "
+        "fraction, or all (default)",
+    )
+    p.add_argument(
+        "--finetune-lr",
+        dest="finetune_lr",
+        type=float,
+        default=s,
+        help="phase 2 learning rate (default 1e-4; --lr is phase 1's)",
+    )
+    p.add_argument(
+        "--keep-batch-norm-frozen",
+        dest="keep_batch_norm_frozen",
+        action=argparse.BooleanOptionalAction,
+        default=s,
+        help="keep BatchNormalization frozen in phase 2 (default: yes)",
+    )
+    p.add_argument(
+        "--dropout", type=float, default=s, help="dropout before the new classifier"
+    )
+    p.add_argument(
+        "--cut",
+        default=s,
+        metavar="LAYER",
+        help="layer whose output feeds the new head (default: the "
+        "pooling/flatten before the old head)",
+    )
+    p.add_argument(
+        "--weights",
+        default=s,
+        help="keras:NAME backbones: imagenet "
+        "(default; needs internet), a weights file, or none",
+    )
     train = argparse.ArgumentParser(add_help=False)
     _add_train_flags(train)
     for action in train._actions:
@@ -311,72 +435,140 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
     """Flags of `zoo train`; each maps to a TrainConfig field of the same name.
     Absent flags stay absent (SUPPRESS) so a TOML file or the run's config rules."""
     s = argparse.SUPPRESS
-    p.add_argument("model", nargs="?", default=None,
-                   help="zoo model name or a .keras file (default lenet5)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="zoo model name or a .keras file (default lenet5)",
+    )
     p.add_argument("--config", default=None, help="TOML file with any of these keys")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR",
-                   help="continue a run from its last completed epoch")
-    p.add_argument("--dataset", default=s, help="digits (default), idx:DIR, "
-                   "tfds:NAME[:CONFIG], folder:DIR, csv:FILE")
+    p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its last completed epoch",
+    )
+    p.add_argument(
+        "--dataset",
+        default=s,
+        help="digits (default), idx:DIR, tfds:NAME[:CONFIG], folder:DIR, csv:FILE",
+    )
     p.add_argument("--image-size", dest="image_size", type=int, default=s)
     p.add_argument("--channels", type=int, choices=(1, 3), default=s)
-    p.add_argument("--normalize", action="store_true", default=s,
-                   help="per-channel standardization with train-split statistics")
+    p.add_argument(
+        "--normalize",
+        action="store_true",
+        default=s,
+        help="per-channel standardization with train-split statistics",
+    )
     p.add_argument("--augment", default=s, help="e.g. flip,rotate:0.05,zoom:0.1")
     p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
     p.add_argument("--label-column", dest="label_column", default=s)
-    p.add_argument("--task", default=s, choices=("classification", "regression"),
-                   help="regression: numeric csv label, linear output, MSE loss "
-                   "(default classification)")
+    p.add_argument(
+        "--task",
+        default=s,
+        choices=("classification", "regression"),
+        help="regression: numeric csv label, linear output, MSE loss "
+        "(default classification)",
+    )
     p.add_argument("--data-dir", dest="data_dir", default=s, help="TFDS data_dir")
     p.add_argument("--epochs", type=int, default=s)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=s)
-    p.add_argument("--optimizer", default=s,
-                   help="sgd, adam (default), adamw, rmsprop, adagrad, adadelta")
+    p.add_argument(
+        "--optimizer",
+        default=s,
+        help="sgd, adam (default), adamw, rmsprop, adagrad, adadelta",
+    )
     p.add_argument("--lr", dest="learning_rate", type=float, default=s)
     p.add_argument("--momentum", type=float, default=s)
     p.add_argument("--nesterov", action="store_true", default=s)
     p.add_argument("--weight-decay", dest="weight_decay", type=float, default=s)
-    p.add_argument("--loss", default=s,
-                   help="crossentropy (default), binary_crossentropy, mse; "
-                   "regression: mse (default), mae, huber")
-    p.add_argument("--from-logits", dest="from_logits", action="store_true",
-                   default=s)
-    p.add_argument("--label-smoothing", dest="label_smoothing", type=float,
-                   default=s)
-    p.add_argument("--schedule", default=s,
-                   help="constant (default), step, cosine, plateau")
+    p.add_argument(
+        "--loss",
+        default=s,
+        help="crossentropy (default), binary_crossentropy, mse; "
+        "regression: mse (default), mae, huber",
+    )
+    p.add_argument("--from-logits", dest="from_logits", action="store_true", default=s)
+    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=s)
+    p.add_argument(
+        "--schedule", default=s, help="constant (default), step, cosine, plateau"
+    )
     p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
     p.add_argument("--step-epochs", dest="step_epochs", type=int, default=s)
     p.add_argument("--step-factor", dest="step_factor", type=float, default=s)
-    p.add_argument("--early-stopping", dest="early_stopping", type=int, default=s,
-                   metavar="PATIENCE", help="stop after PATIENCE epochs without a "
-                   "better val accuracy; restores the best weights")
+    p.add_argument(
+        "--early-stopping",
+        dest="early_stopping",
+        type=int,
+        default=s,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without a "
+        "better val accuracy; restores the best weights",
+    )
     p.add_argument("--activation", default=s)
     p.add_argument("--kernel-initializer", dest="kernel_initializer", default=s)
-    p.add_argument("--kernel-regularizer", dest="kernel_regularizer", default=s,
-                   help="l1, l2, l1_l2 with optional strength, e.g. l2:1e-4")
+    p.add_argument(
+        "--kernel-regularizer",
+        dest="kernel_regularizer",
+        default=s,
+        help="l1, l2, l1_l2 with optional strength, e.g. l2:1e-4",
+    )
     p.add_argument("--dropout", type=float, default=s)
-    p.add_argument("--batch-norm", dest="batch_norm",
-                   action=argparse.BooleanOptionalAction, default=s)
-    p.add_argument("--model-arg", dest="model_args", type=_key_value,
-                   action="append", default=s, metavar="KEY=VALUE",
-                   help="family option, e.g. hidden_units=[512,256] (repeatable)")
+    p.add_argument(
+        "--batch-norm",
+        dest="batch_norm",
+        action=argparse.BooleanOptionalAction,
+        default=s,
+    )
+    p.add_argument(
+        "--model-arg",
+        dest="model_args",
+        type=_key_value,
+        action="append",
+        default=s,
+        metavar="KEY=VALUE",
+        help="family option, e.g. hidden_units=[512,256] (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=s)
     p.add_argument("--deterministic", action="store_true", default=s)
-    p.add_argument("--mixed-precision", dest="mixed_precision", default=s,
-                   choices=("mixed_float16", "mixed_bfloat16"),
-                   help="GPU option (slower on CPU)")
-    p.add_argument("--jit-compile", dest="jit_compile", action="store_true",
-                   default=s, help="XLA (GPU option; slower on CPU)")
-    p.add_argument("--strategy", default=s, choices=("mirrored",),
-                   help="tf.distribute.MirroredStrategy over the visible devices")
-    p.add_argument("--run-dir", dest="run_dir", default=s,
-                   help="parent of run directories (default runs/)")
-    p.add_argument("--name", default=s, help="run directory name (default: "
-                   "timestamp-model-dataset)")
-    p.add_argument("--export", default=s, metavar="DIR",
-                   help="after training, export a verified SavedModel to DIR")
+    p.add_argument(
+        "--mixed-precision",
+        dest="mixed_precision",
+        default=s,
+        choices=("mixed_float16", "mixed_bfloat16"),
+        help="GPU option (slower on CPU)",
+    )
+    p.add_argument(
+        "--jit-compile",
+        dest="jit_compile",
+        action="store_true",
+        default=s,
+        help="XLA (GPU option; slower on CPU)",
+    )
+    p.add_argument(
+        "--strategy",
+        default=s,
+        choices=("mirrored",),
+        help="tf.distribute.MirroredStrategy over the visible devices",
+    )
+    p.add_argument(
+        "--run-dir",
+        dest="run_dir",
+        default=s,
+        help="parent of run directories (default runs/)",
+    )
+    p.add_argument(
+        "--name",
+        default=s,
+        help="run directory name (default: timestamp-model-dataset)",
+    )
+    p.add_argument(
+        "--export",
+        default=s,
+        metavar="DIR",
+        help="after training, export a verified SavedModel to DIR",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -419,8 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="test metrics of a run's best model")
     p.add_argument("run_dir")
-    p.add_argument("--dataset", default=None, help="another source with the same "
-                   "input size (default: the run's own test split)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="another source with the same "
+        "input size (default: the run's own test split)",
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="verified SavedModel for TF Serving (+ .keras)")
