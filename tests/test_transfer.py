@@ -116,6 +116,13 @@ def test_resnet20_stage_counts_and_batch_norm_rule():
     transfer.unfreeze(model, "stage3", keep_batch_norm_frozen=False)
     assert transfer.trainable_params(model) == head + convs + bn_scale_offset
     assert bn.trainable and not model.get_layer("stage2_block3_conv2_bn").trainable
+    # On a model that was never frozen, BN is frozen everywhere too.
+    fresh = transfer.from_pretrained(source, 5)
+    transfer.unfreeze(fresh, top=10)
+    norms = [x for x in fresh.layers if isinstance(x, keras.layers.BatchNormalization)]
+    assert len(norms) == 19 and not any(x.trainable for x in norms)
+    bn_all = 2 * (16 + 6 * 16 + 6 * 32 + 6 * 64)  # stem, then 6 BNs per stage
+    assert transfer.trainable_params(fresh) == 269_722 - 650 + head - bn_all
 
 
 def test_stage_and_layer_names_resolve():
@@ -181,8 +188,15 @@ def test_sources_that_are_not_models(source, message):
 
 def test_bad_files_and_heads(tmp_path):
     (tmp_path / "notes.keras").write_text("not a model")
-    with pytest.raises(ValueError, match="cannot load .*notes.keras.* as a Keras"):
+    with pytest.raises(
+        ValueError,
+        match="cannot load .*notes.keras.* as a Keras model: .*notes.keras' is not a "
+        r"\.keras archive \(the zip file model\.save\(\) writes\): it is damaged",
+    ):
         transfer.from_pretrained(tmp_path / "notes.keras", 3)
+    unbuilt = keras.Sequential([keras.layers.Dense(3)], name="unbuilt")
+    with pytest.raises(ValueError, match="model 'unbuilt' has no inputs yet"):
+        transfer.from_pretrained(unbuilt, 3)
     (tmp_path / "run").mkdir()
     with pytest.raises(ValueError, match="not a finished run directory"):
         transfer.from_pretrained(tmp_path / "run", 3)
@@ -298,10 +312,15 @@ def test_finetune_refuses_bad_options_before_training(pretrained, tmp_path):
         ({"image_size": 16}, "image_size=16 does not fit"),
         ({"head_epochs": 0, "finetune_epochs": 0}, "must be >= 1"),
         ({"weights": "x.h5"}, "applies to keras:NAME sources only"),
+        ({"finetune_lr": -1.0}, r"finetune_lr \(--finetune-lr\) must be a number > 0"),
+        ({"finetune_lr": float("nan")}, "received nan"),
+        ({"export": str(pretrained / "x")}, "is inside the file"),
     ]
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             transfer.finetune(pretrained, "digits", run_dir=runs, **options)
+    with pytest.raises(ValueError, match="cut='x' applies to run directories"):
+        transfer.finetune("keras:MobileNetV2", "digits", run_dir=runs, cut="x")
     assert not list(tmp_path.iterdir())  # nothing was written
     model = transfer.from_pretrained(pretrained, 3)
     with pytest.raises(ValueError, match="has 3 outputs but digits has 10 classes"):
@@ -468,10 +487,17 @@ def test_cli_finetune_runs_both_phases(pretrained, tmp_path, capsys):
         (["PRETRAINED", "--unfreeze", "stage9"], r"stage3\)"),
         (["keras:ResNet5O"], "Did you mean ResNet50"),
         (["PRETRAINED", "--head-epochs", "-1"], "head_epochs must be an int >= 0"),
+        (["PRETRAINED", "--finetune-lr", "0"], r"finetune_lr \(--finetune-lr\)"),
+        (
+            ["keras:MobileNetV2", "--weights", "none", "--image-size", "16"],
+            r"MobileNetV2 cannot take input_shape=\(16, 16, 3\).*--image-size",
+        ),
+        (["PRETRAINED", "--name", "taken"], "'.*taken' already exists; pick another"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(pretrained, tmp_path, capsys, args, message):
     args = [str(pretrained) if a == "PRETRAINED" else a for a in args]
+    (tmp_path / "taken").mkdir()
     code = cli.main(["finetune", *args, "--run-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2

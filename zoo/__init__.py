@@ -30,8 +30,18 @@ def describe(model):
 
 def load_model(path, compile: bool = True):
     """`keras.saving.load_model` with the zoo's custom layers registered."""
+    import zipfile
+    from pathlib import Path
+
     import keras
 
     import zoo.blocks  # noqa: F401  (registers ChannelPad)
 
+    # Keras reports a damaged or non-zip .keras file as "File not found".
+    if Path(path).suffix == ".keras" and Path(path).is_file():
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"'{path}' is not a .keras archive (the zip file model.save() "
+                "writes): it is damaged or in another format. Save the model again."
+            )
     return keras.saving.load_model(path, compile=compile)

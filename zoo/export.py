@@ -263,12 +263,7 @@ def export_saved_model(
         ValueError: On bad arguments; nothing is written then.
         VerificationError: If the reloaded SavedModel disagrees with the model.
     """
-    base = Path(base_dir)
-    if base.exists() and not base.is_dir():
-        raise ValueError(
-            f"export path '{base}' exists and is a file; it must be a directory "
-            "holding integer versions. Pass another --out."
-        )
+    base = check_export_dir(base_dir)
     if precision not in PRECISION_POLICIES:
         raise ValueError(
             f"unknown precision '{precision}'; allowed: "
@@ -1015,6 +1010,29 @@ def _single_output(model: keras.Model, regression: bool = False) -> keras.Model:
     elif len(model.outputs) == 1:
         return model
     return keras.Model(model.input, output, name=model.name)
+
+
+def check_export_dir(base_dir: str | os.PathLike) -> Path:
+    """The export root as a Path; refuses one that cannot become a directory of
+    versions (`train`/`finetune` call it before training, not after)."""
+    base = Path(base_dir)
+    existing = next((p for p in (base, *base.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        what = (
+            "exists and is a file"
+            if existing == base
+            else f"is inside the file '{existing}'"
+        )
+        raise ValueError(
+            f"export path '{base}' {what}; it must be a directory holding integer "
+            "versions. Pass another export directory (--export / --out)."
+        )
+    if not os.access(existing, os.W_OK):
+        raise ValueError(
+            f"export path '{base}' cannot be created: '{existing}' is not writable. "
+            "Pass another export directory (--export / --out)."
+        )
+    return base
 
 
 def _load_source(obj: keras.Model | str | os.PathLike) -> _Source:

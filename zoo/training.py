@@ -161,6 +161,10 @@ class TrainConfig:
                 "task 'regression' predicts values."
             )
         dp.parse_augment(self.augment)
+        if self.export:
+            from zoo import export
+
+            export.check_export_dir(self.export)
 
 
 @dataclass
@@ -549,16 +553,18 @@ def _slug(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", name or scheme).strip("-") or "data"
 
 
-def _new_run_dir(config: TrainConfig) -> Path:
+def _new_run_dir(config: TrainConfig, resumable: bool = True) -> Path:
+    """A fresh run directory; `resumable`: the collision message offers --resume."""
     root = Path(config.run_dir)
     if root.exists() and not root.is_dir():
         raise ValueError(f"run_dir {str(root)!r} is a file; pass a directory.")
     if config.name:
         path = root / config.name
         if path.exists():
+            resume = f"resume it with --resume {path} or " if resumable else ""
             raise FileExistsError(
-                f"run directory {str(path)!r} already exists; resume it with "
-                f"--resume {path} or pick another --name."
+                f"run directory {str(path)!r} already exists; {resume}pick another "
+                "--name."
             )
     else:
         model = Path(config.model).stem

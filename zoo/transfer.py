@@ -208,10 +208,11 @@ def unfreeze(
             to the output; an int n (the top n layers with weights, the classifier
             included); a fraction (that share of the layers with weights, from the
             top). `None` unfreezes every layer.
-        keep_batch_norm_frozen: Leave BatchNormalization layers as they are:
-            after `freeze`, frozen in inference mode with their statistics and
+        keep_batch_norm_frozen: Freeze every BatchNormalization layer of the
+            model, above `top` and below: inference mode, statistics and
             scale/offset unchanged (the Keras transfer-learning guide's rule for
-            fine-tuning). `False` lets them train again with batch statistics.
+            fine-tuning). `False` lets those from `top` up train again with batch
+            statistics.
 
     Returns:
         The model (modified in place).
@@ -225,9 +226,11 @@ def unfreeze(
             for layer, state in states:
                 layer.trainable = state
     for layer in layers[start:]:
-        bn = isinstance(layer, keras.layers.BatchNormalization)
-        if not (bn and keep_batch_norm_frozen):
-            layer.trainable = True
+        layer.trainable = True
+    if keep_batch_norm_frozen:
+        for layer in layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     return model
 
 
@@ -237,6 +240,13 @@ def unfreeze(
 def load_pretrained(source: str | os.PathLike | keras.Model) -> keras.Model:
     """A trained model from a run directory (best.keras), a .keras file or a model."""
     if isinstance(source, keras.Model):
+        try:
+            source.inputs  # noqa: B018  (a Sequential model without Input has none)
+        except AttributeError:
+            raise ValueError(
+                f"model {source.name!r} has no inputs yet; give it a keras.Input "
+                "(or call it on data once) before using it as a pretrained model."
+            ) from None
         return source
     if not isinstance(source, str | os.PathLike):
         raise ValueError(
@@ -269,13 +279,16 @@ def load_pretrained(source: str | os.PathLike | keras.Model) -> keras.Model:
         return zoo.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for files it cannot read
         raise ValueError(
-            f"cannot load {str(path)!r} as a Keras model: {_first_line(err)}. Pass a "
+            f"cannot load {str(path)!r} as a Keras model: {_brief(err)}. Pass a "
             "file written by model.save(...) or a run directory."
         ) from None
 
 
-def _first_line(err: BaseException) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+def _brief(err: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, without its final stop, at most `limit`
+    characters (Keras spreads some over several lines, h5py's are long)."""
+    text = " ".join(str(err).split()).rstrip(".:") or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _layer_of(tensor) -> keras.Layer:
@@ -473,10 +486,15 @@ def _application_backbone(
             url = url.group(1) if url else "the weights URL"
             raise ValueError(
                 f"cannot download the ImageNet weights of {name} (no internet "
-                f"here?): {_first_line(err)}. Download {url} on a machine with "
+                f"here?): {_brief(err)}. Download {url} on a machine with "
                 f"internet and pass weights='/path/to/{url.rsplit('/', 1)[-1]}' "
                 "(--weights on the command line), or weights=None for random "
                 "weights."
+            ) from None
+        if isinstance(err, ValueError) and "input size must be" in str(err).lower():
+            raise ValueError(
+                f"{name} cannot take input_shape={input_shape}: {_brief(err)}. Pass "
+                "a larger image_size (--image-size); the data are resized to it."
             ) from None
         raise
     if path is not None:
@@ -487,7 +505,7 @@ def _application_backbone(
         except Exception as err:  # h5py and Keras raise several types here
             raise ValueError(
                 f"weights file {str(path)!r} does not fit {name} without its "
-                f"classifier top at input_shape={input_shape}: {_first_line(err)} "
+                f"classifier top at input_shape={input_shape}: {_brief(err)}. "
                 f"Pass weights saved from keras.applications.{name}(include_top="
                 "False) (for ImageNet: its *_notop.h5 file), or weights=None."
             ) from None
@@ -655,9 +673,25 @@ def finetune(
             "cut and dropout shape a new head, but a keras.Model source is trained "
             "as it is; pass them to transfer.from_pretrained(model, ...) instead."
         )
+    if (
+        isinstance(finetune_lr, bool)
+        or not isinstance(finetune_lr, int | float)
+        or not (math.isfinite(finetune_lr) and finetune_lr > 0)
+    ):
+        raise ValueError(
+            f"finetune_lr (--finetune-lr) must be a number > 0; received "
+            f"{finetune_lr!r}. Fine-tuning usually takes 10-100x less than the "
+            "head's learning_rate, e.g. 1e-4."
+        )
     app = None
     if isinstance(source, str) and source.startswith(KERAS_PREFIX):
         app = source[len(KERAS_PREFIX) :]
+        if cut is not None:
+            raise ValueError(
+                f"cut={cut!r} applies to run directories and .keras files; a "
+                f"{KERAS_PREFIX}NAME backbone feeds the new head from its global "
+                "pooling. Drop cut (--cut)."
+            )
         size = options.get("image_size") or 224
         input_shape, name = (size, size, 3), app.lower()
     else:
@@ -719,7 +753,7 @@ def finetune(
     if unfreeze_top is not None:  # a bad spec fails now, not after phase 1
         _resolve(model, unfreeze_top, "unfreeze", last=False)
 
-    run_dir = training._new_run_dir(config)
+    run_dir = training._new_run_dir(config, resumable=False)  # no finetune --resume
     settings = {
         "source": source.name if isinstance(source, keras.Model) else str(source),
         "head_epochs": head_epochs,
