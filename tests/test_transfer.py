@@ -314,6 +314,11 @@ def test_finetune_refuses_bad_options_before_training(pretrained, tmp_path):
         ({"weights": "x.h5"}, "applies to keras:NAME sources only"),
         ({"finetune_lr": -1.0}, r"finetune_lr \(--finetune-lr\) must be a number > 0"),
         ({"finetune_lr": float("nan")}, "received nan"),
+        (
+            {"unfreeze_top": 1},
+            "unfreeze=1 gives phase 2 nothing new to train: from "
+            "there up only predictions trains",
+        ),
         ({"export": str(pretrained / "x")}, "is inside the file"),
     ]
     for options, message in cases:

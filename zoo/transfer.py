@@ -612,6 +612,29 @@ def _image_options(
     return fit
 
 
+def _check_unfreezes_something(
+    model: keras.Model, top: int | float | str, keep_batch_norm_frozen: bool
+) -> None:
+    """Refuse a phase 2 that would train exactly what phase 1 trained."""
+    layers = _layers(model)[_resolve(model, top, "unfreeze", last=False) :]
+    bn = keras.layers.BatchNormalization
+    new = [
+        layer
+        for layer in layers
+        if _has_weights(layer)
+        and not layer.trainable
+        and not (keep_batch_norm_frozen and isinstance(layer, bn))
+    ]
+    if not new:
+        trained = [layer.name for layer in layers if layer.trainable and layer.weights]
+        raise ValueError(
+            f"unfreeze={top!r} gives phase 2 nothing new to train: from there up only "
+            f"{', '.join(trained) or 'no layer'} trains, as in phase 1 (a count or "
+            "fraction counts layers with weights, rounded down). Unfreeze more (a "
+            "larger number or share, an earlier stage) or pass finetune_epochs=0."
+        )
+
+
 def finetune(
     source: str | os.PathLike | keras.Model,
     dataset: str = "digits",
@@ -752,6 +775,8 @@ def finetune(
     freeze(model)
     if unfreeze_top is not None:  # a bad spec fails now, not after phase 1
         _resolve(model, unfreeze_top, "unfreeze", last=False)
+        if finetune_epochs:
+            _check_unfreezes_something(model, unfreeze_top, keep_batch_norm_frozen)
 
     run_dir = training._new_run_dir(config, resumable=False)  # no finetune --resume
     settings = {
