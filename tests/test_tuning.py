@@ -338,10 +338,13 @@ def test_cli_hyperband_continues_trials_and_shows_results(tmp_path, capsys):
             "bad oracle address 'localhost'; expected HOST:PORT",
         ),
         (["tune-results", "nowhere"], "'nowhere' is not a search directory"),
+        (["tune", "mlp", "--export", "afile/x"], "export path 'afile/x' is inside "
+         "the file 'afile'"),
     ],
 )  # fmt: skip
 def test_cli_bad_input_is_one_line(args, expected, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
     code, out, err = run_cli(*args, capsys=capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -189,7 +189,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
     }
     load_tensorflow()
     import tuning
+    from zoo import export
 
+    if args.export:  # before the search, not after it
+        export.check_export_dir(args.export)
     result = tuning.search(args.family, fixed=dict(args.fixed), **options)
     if args.export and args.distributed != "worker":
         result.retrain_and_export(args.export)
