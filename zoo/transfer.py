@@ -474,12 +474,18 @@ def _application_backbone(
             )
     download = "imagenet" if str(weights) == "imagenet" else None
     try:
-        base = app(
-            include_top=False,
-            weights=download,
-            input_shape=input_shape,
-            pooling=pooling,
-        )
+        # Keras's warnings (e.g. "weights for input shape (224, 224) will be
+        # loaded") are shown only if the backbone is built: a failure is one line.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            base = app(
+                include_top=False,
+                weights=download,
+                input_shape=input_shape,
+                pooling=pooling,
+            )
+        for warning in caught:
+            warnings.warn(warning.message, warning.category, stacklevel=3)
     except Exception as err:  # keras.utils.get_file raises a bare Exception
         if download and str(err).startswith("URL fetch failure"):
             url = re.search(r"on (\S+): ", str(err))
