@@ -417,6 +417,10 @@ def _is_data_file(path: Path) -> bool:
 
 def _existing_dir(directory: str, scheme: str) -> Path:
     root = Path(directory).expanduser()
+    if root.is_file():
+        raise ValueError(
+            f"{scheme} source '{directory}' is a file; pass the directory holding it"
+        )
     if not root.is_dir():
         raise ValueError(f"{scheme} source directory '{directory}' does not exist")
     if not any(root.iterdir()):

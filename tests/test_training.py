@@ -320,9 +320,14 @@ def one_line_error(out, message):
         (["--augment", "rotat:0.1"], "unknown augmentation 'rotat'"),
         (["--image-size", "8"], "lenet5 needs inputs of at least 16x16"),
         (["--lr", "0"], "learning_rate must be > 0"),
+        (["--name", "../x"], "name='../x' is not a directory name; pass a plain"),
+        (["--dataset", "idx:AFILE"], "afile' is a file; pass the directory holding it"),
     ],
 )
 def test_cli_bad_training_input(args, message, tmp_path):
+    afile = tmp_path.parent / "afile"  # outside tmp_path, which must stay empty
+    afile.write_text("")
+    args = [a.replace("AFILE", str(afile)) for a in args]
     out = zoo_cli("train", "lenet5", *args, "--run-dir", str(tmp_path), cwd=tmp_path)
     one_line_error(out, message)
     assert not any(tmp_path.iterdir())  # nothing half-written
@@ -333,7 +338,7 @@ def test_model_too_big_for_the_data_names_the_image_size(tmp_path):
     one_line_error(
         out,
         "alexnet needs inputs of at least 63x63; received "
-        "input_shape=(8, 8, 1). Pass --image-size 63",
+        "input_shape=(8, 8, 1). Use inputs of 63x63 or larger (--image-size",
     )
     assert "The digits images are 8x8." in out.stderr
 
@@ -380,6 +385,15 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path):
         zoo_cli("evaluate", str(tmp_path), cwd=tmp_path),
         "is not a finished run directory",
     )
+
+
+def test_nan_loss_in_the_first_epoch_leaves_no_run_directory(tmp_path):
+    args = ["mlp", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2"]
+    out = zoo_cli(
+        "train", *args, "--run-dir", str(tmp_path), "--name", "n", cwd=tmp_path
+    )
+    one_line_error(out, "loss became NaN in epoch 1; training stopped. No epoch ended")
+    assert not any(tmp_path.iterdir())  # the name is free again
 
 
 def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -15,15 +15,23 @@ import sys
 from zoo.registry import list_models, model_card
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def parse_ints(text: str, example: str = "224,224,3") -> tuple[int, ...]:
     """'224,224,3' -> (224, 224, 3)."""
     try:
         shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated ints like 224,224,3; received {text!r}"
+            f"expected comma-separated ints like {example}; received {text!r}"
         ) from None
     return shape
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    return parse_ints(text)
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    return parse_ints(text, "1,8,64")
 
 
 @contextlib.contextmanager
@@ -686,7 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="export base dir (latest version) or version dir")
     p.add_argument(
         "--batch-sizes",
-        type=parse_shape,
+        type=parse_batch_sizes,
         default=(1, 8, 64),
         help="comma-separated, e.g. 1,8,64",
     )
@@ -714,7 +722,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zoo {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"zoo {args.command}: interrupted", file=sys.stderr)
+        hint = (
+            "; continue it with zoo train --resume RUN_DIR (the newest run "
+            "directory under --run-dir, runs/ by default)"
+            if args.command == "train"
+            else ""
+        )
+        print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
 

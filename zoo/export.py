@@ -613,7 +613,8 @@ def predict(
     if not 1 <= top_k <= meta["top_k"]:
         raise ValueError(
             f"top_k={top_k} is not available: this export returns 1..{meta['top_k']} "
-            "classes. Re-export with a larger --top-k."
+            "classes. Pass a top_k in that range, or re-export with a larger --top-k "
+            "for more."
         )
     images = load_images(image_paths, meta["input_shape"])
     loaded = tf.saved_model.load(str(version_dir))
@@ -1127,7 +1128,7 @@ def _check_top_k(top_k: int | None, num_classes: int) -> int:
     if not 1 <= top_k <= num_classes:
         raise ValueError(
             f"top_k={top_k} is out of range: the model has {num_classes} classes, "
-            f"so top_k must be 1..{num_classes}. Pass a smaller --top-k."
+            f"so top_k must be 1..{num_classes}. Pass a --top-k in that range."
         )
     return top_k
 

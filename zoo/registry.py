@@ -194,8 +194,9 @@ def _check_input_shape(card: ModelCard, input_shape: Any) -> tuple[int, ...]:
     if min(shape[:2]) < card.min_input:
         raise ValueError(
             f"{card.name} needs inputs of at least {card.min_input}x{card.min_input}; "
-            f"received input_shape={shape}. Pass --image-size {card.min_input} "
-            "(or larger) or pick a model with a smaller minimum (zoo list)."
+            f"received input_shape={shape}. Use inputs of {card.min_input}x"
+            f"{card.min_input} or larger (--image-size / --input-shape) or pick a "
+            "model with a smaller minimum (zoo list)."
         )
     return shape
 

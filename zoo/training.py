@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import tomllib
@@ -161,6 +162,12 @@ class TrainConfig:
                 "task 'regression' predicts values."
             )
         dp.parse_augment(self.augment)
+        name = self.name
+        if name is not None and (not name or Path(name).name != name or name == ".."):
+            raise ValueError(
+                f"name={name!r} is not a directory name; pass a plain name (no '/' "
+                "or '..'), or none for a timestamped one."
+            )
         if self.export:
             from zoo import export
 
@@ -682,10 +689,17 @@ def train(
             shuffle=False,
         )
         if recorder.bad_epoch is not None:
+            if (run_dir / "last.keras").is_file():
+                kept = f"The last good checkpoint is {run_dir / 'last.keras'}."
+            else:  # nothing to resume from: leave no half-written run behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+                kept = (
+                    f"No epoch ended with a finite loss: nothing kept ({run_dir} "
+                    "removed)."
+                )
             raise TrainingError(
                 f"loss became NaN in epoch {recorder.bad_epoch + 1}; training stopped. "
-                f"The last good checkpoint is {run_dir / 'last.keras'}. "
-                f"Try a lower learning rate (now {config.learning_rate:g})."
+                f"{kept} Try a lower learning rate (now {config.learning_rate:g})."
             )
         metrics = _evaluate(run_dir, splits, config, verbose)
     finally:
