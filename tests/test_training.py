@@ -114,6 +114,7 @@ def test_cli_evaluate_matches_the_recorded_test_metrics(finished_run):
 
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
+    """Same data order, optimizer state and augmentation draws after the resume."""
     args = [
         "train",
         "lenet5",
@@ -121,6 +122,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         "--epochs",
         "8",
         "--deterministic",
+        "--augment",
+        "rotate:0.05,zoom:0.1",
         "--run-dir",
         str(tmp_path),
     ]

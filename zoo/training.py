@@ -674,11 +674,16 @@ def train(
             keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         ]
         callbacks += config_callbacks(config)
-        for _ in range(2 * start_epoch):
+        for _ in range(start_epoch):
             # Each iter() of a reshuffling tf.data dataset draws the next order, and
-            # Keras 3.15's fit creates two per epoch (one at its start, one at its
-            # end). Creating, not consuming, as many as the finished epochs did
-            # replays the data order of the resumed epochs (tested).
+            # Keras 3.15's fit creates two per epoch (one it consumes, one at its
+            # end). Creating as many as the finished epochs did replays the data
+            # order of the resumed epochs (tested). Random augmentation layers also
+            # advance their random state with every batch, and that state is in no
+            # checkpoint: consuming the first iterator again replays it too (one
+            # pass over the data per finished epoch, no training).
+            for _ in splits.train:
+                pass
             iter(splits.train)
         net.fit(
             splits.train,
