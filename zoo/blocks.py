@@ -300,3 +300,20 @@ class ChannelPad(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "channels": self.channels}
+
+
+def nested_layers(model: keras.Model, *, containers: bool = False) -> list[layers.Layer]:
+    """The layers of `model` in order, nested models expanded, inputs left out.
+
+    Keras' `model.layers` stops at a nested model (a keras.applications backbone
+    inside a transfer model); export and transfer need every layer inside it.
+    `containers=True` also lists each nested model, before its own layers.
+    """
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend([layer] if containers else [])
+            found.extend(nested_layers(layer, containers=containers))
+        elif not isinstance(layer, layers.InputLayer):
+            found.append(layer)
+    return found

@@ -1,0 +1,126 @@
+"""Files that matter, written so that every state on disk is a valid state.
+
+Each writer puts the new content under a temporary name beside the target and
+renames it into place (`os.replace` is atomic on POSIX): a crash or SIGKILL
+leaves the old file or the new one, never half of one. TensorFlow-free, so the
+config and the CLI can use it before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix) that replaces `path` when the
+    block ends without an exception, and is removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write text to `path` via a temporary file and a rename."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write `data` as indented JSON, atomically."""
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON content of `path`, or None when the file does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_model(model, path: str | os.PathLike) -> None:
+    """`model.save` (a `.keras` archive) atomically."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def save_weights(model, path: str | os.PathLike) -> None:
+    """`model.save_weights` (a `.weights.h5` file, optimizer state included)
+    atomically. Keras names the format by the full suffix, so the temporary file
+    keeps it."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def slug(dataset: str) -> str:
+    """A short file-name-safe name of a data source: "idx:../data/mnist" ->
+    "mnist", "csv:wine.csv" -> "wine", "tfds:mnist:3.0.0" -> "mnist"."""
+    scheme, _, rest = dataset.partition(":")
+    name = Path(rest.split(":")[0]).stem if rest else scheme
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", name or scheme).strip("-") or "data"
+
+
+def timestamped_dir(root: Path, *parts: str) -> Path:
+    """A new directory `root/<time>-<parts...>` (suffixed -2, -3... if taken)."""
+    stem = "-".join([time.strftime("%Y%m%d-%H%M%S"), *parts])
+    return fresh_dir(root / stem)
+
+
+def fresh_dir(path: Path) -> Path:
+    """Create `path`, or `path-2`, `path-3`... when it is taken."""
+    candidate, n = path, 2
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
+
+
+def check_export_dir(base_dir: str | os.PathLike) -> Path:
+    """The export root as a Path; refuses one that cannot become a directory of
+    versions (`train`/`finetune`/`tune` call it before training, not after)."""
+    base = Path(base_dir)
+    existing = next((p for p in (base, *base.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        what = (
+            "exists and is a file"
+            if existing == base
+            else f"is inside the file '{existing}'"
+        )
+        raise ValueError(
+            f"export path '{base}' {what}; it must be a directory holding integer "
+            "versions. Pass another export directory (--export / --out)."
+        )
+    if not os.access(existing, os.W_OK):
+        raise ValueError(
+            f"export path '{base}' cannot be created: '{existing}' is not writable. "
+            "Pass another export directory (--export / --out)."
+        )
+    return base
