@@ -11,16 +11,15 @@ Example:
 
 from tuning import spaces
 from tuning.hypermodels import FAMILIES, HYPERMODELS, build_cnn, hypermodel
-from tuning.search import (
+from tuning.results import (
     OBJECTIVES,
-    TUNERS,
     SearchResult,
-    ZooTuner,
     load_results,
     plot_results,
     results_table,
-    search,
 )
+from tuning.search import TUNERS, search
+from tuning.tuner import ZooTuner
 
 __all__ = [
     "FAMILIES",

@@ -1,0 +1,505 @@
+"""The oracle side of a search and its results: the per-trial line, results.csv,
+`SearchResult`, `load_results` and the plots.
+
+The recorder and the recording oracle live where the oracle lives (the search
+process, or the chief); `load_results` reads a search directory back from its files
+at any time, during or after the search.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import importlib
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import pandas as pd
+import tensorflow as tf
+
+from tuning import hypermodels, spaces
+from zoo import files, training
+
+# The search's shared constants live here, in the lowest of its modules: `tuner` and
+# `search` import them from here.
+OBJECTIVES = {
+    "val_accuracy": "max",
+    "val_loss": "min",
+    "accuracy": "max",
+    "loss": "min",
+}
+# TrainConfig fields a search takes (the space chooses optimizer, rate, batch size).
+DATA_OPTIONS = (
+    "image_size",
+    "channels",
+    "normalize",
+    "augment",
+    "val_fraction",
+    "label_column",
+    "data_dir",
+    "deterministic",
+    "momentum",
+    "nesterov",
+)
+SPEC_FILE = "search.json"
+TABLE_FILE = "results.csv"
+ERROR_FILE = "error.txt"
+PROJECT = "trials"
+PLOTS = ("score_by_trial.png", "score_vs_hyperparameters.png")
+METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "accuracy",
+    "loss",
+    "params",
+    "epochs",
+    "best_epoch",
+    "train_seconds",
+    "seconds",
+)
+
+
+# --- the oracle side: per-trial line, results table -----------------------------------
+
+
+class _Recorder:
+    """Where the oracle lives (the search process, or the chief): one line per
+    finished trial and the results CSV, rewritten atomically after every trial."""
+
+    def __init__(self, directory: Path, objective: str, verbose: bool) -> None:
+        self.directory = directory
+        self.objective = objective
+        self.verbose = verbose
+        self.started = time.perf_counter()
+
+    def trial_ended(self, oracle: kt.Oracle, trial_id: str) -> None:
+        table = results_table(oracle, self.directory)
+        files.write_atomic(self.directory / TABLE_FILE, table.to_csv(index=False))
+        if self.verbose:
+            print(self.line(oracle, table.set_index("trial_id").loc[trial_id]))
+
+    def line(self, oracle: kt.Oracle, row: pd.Series) -> str:
+        best = oracle.get_best_trials(1)
+        best = best[0] if best and best[0].score is not None else None
+        names = {hp.name for hp in oracle.hyperparameters.space}
+        hps = " ".join(
+            f"{k}={_short(v)}" for k, v in row.items() if k in names and not _missing(v)
+        )
+        result = (
+            f"{self.objective} {row[self.objective]:.4f}"
+            if row["status"] == "COMPLETED"
+            else row["error"]
+        )
+        best_text = f"best {best.score:.4f} (trial {best.trial_id})" if best else "-"
+        return (
+            f"trial {row.name} {row['status']}: {result}; {best_text}; "
+            f"{_short(row.get('seconds'))} s; elapsed "
+            f"{time.perf_counter() - self.started:.0f} s | {hps}"
+        )
+
+
+def _missing(value: Any) -> bool:
+    return (
+        value is None
+        or value is pd.NA
+        or (isinstance(value, float) and math.isnan(value))
+    )
+
+
+def _short(value: Any) -> str:
+    if _missing(value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+class _RecordingOracle:
+    """Mixed into KerasTuner's oracles: records who ran each trial and how often it
+    ended (persisted in oracle.json), and tells the recorder when a trial ends."""
+
+    recorder: _Recorder | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers: dict[str, str] = {}
+        self.runs: dict[str, int] = {}
+        self.last_call = time.monotonic()
+
+    def idle_seconds(self) -> float:
+        """Seconds since a tuner last asked for or ended a trial, if none is running."""
+        return 0.0 if self.ongoing_trials else time.monotonic() - self.last_call
+
+    @kt.synchronized
+    def create_trial(self, tuner_id: str):
+        self.last_call = time.monotonic()
+        trial = super().create_trial(tuner_id)
+        if trial.status == "RUNNING":
+            self.workers[trial.trial_id] = tuner_id
+        return trial
+
+    @kt.synchronized
+    def end_trial(self, trial) -> None:
+        self.last_call = time.monotonic()
+        self.runs[trial.trial_id] = self.runs.get(trial.trial_id, 0) + 1
+        super().end_trial(trial)
+        if self.recorder is not None:
+            self.recorder.trial_ended(self, trial.trial_id)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "workers": self.workers, "runs": self.runs}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        self.workers = dict(state.get("workers", {}))
+        self.runs = dict(state.get("runs", {}))
+
+
+@functools.cache
+def _recording(oracle_class: type) -> type:
+    return type(
+        f"Recording{oracle_class.__name__}", (_RecordingOracle, oracle_class), {}
+    )
+
+
+def results_table(oracle: kt.Oracle, directory: str | os.PathLike) -> pd.DataFrame:
+    """One row per trial: id, status, worker, runs, every hyperparameter (empty when
+    inactive in that trial), Hyperband's `tuner/*` values, the metrics of the best
+    epoch, and the error of a failed trial."""
+    space = oracle.hyperparameters.space
+    rows = []
+    for trial_id in sorted(oracle.trials):
+        trial = oracle.trials[trial_id]
+        hps = trial.hyperparameters
+        row: dict[str, Any] = {
+            "trial_id": trial_id,
+            "status": trial.status,
+            "worker": getattr(oracle, "workers", {}).get(trial_id),
+            "runs": getattr(oracle, "runs", {}).get(trial_id, 0),
+        }
+        for hp in space:
+            if hp.name not in row or row[hp.name] is None:
+                row[hp.name] = hps.values.get(hp.name) if hps.is_active(hp) else None
+        row.update({k: v for k, v in hps.values.items() if k.startswith("tuner/")})
+        row.update(
+            {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
+        )
+        error = Path(directory, PROJECT, f"trial_{trial_id}", ERROR_FILE)
+        row["error"] = _last_line(error.read_text()) if error.is_file() else None
+        rows.append(row)
+    names = [
+        "trial_id",
+        "status",
+        "worker",
+        "runs",
+        *dict.fromkeys(h.name for h in space),
+    ]
+    table = _typed(
+        pd.DataFrame(rows, columns=None if rows else [*names, "error"]), space
+    )
+    objective = oracle.objective.name
+    if objective not in table:  # no trial has finished
+        table[objective] = float("nan")
+    metrics = list(dict.fromkeys(m for m in (objective, *METRICS) if m in table))
+    others = [c for c in table if c not in (*names, *metrics, "error")]
+    return table[[*names, *others, *metrics, "error"]]
+
+
+def _typed(table: pd.DataFrame, space) -> pd.DataFrame:
+    """Integer hyperparameters as nullable ints (empty when inactive), not floats."""
+    for hp in space:
+        if isinstance(hp, kt.engine.hyperparameters.Int) and hp.name in table:
+            table[hp.name] = table[hp.name].astype("Int64")
+    return table
+
+
+def _last_line(text: str) -> str:
+    """The exception line of a traceback, without the module path of its class."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else "unknown error"
+    return re.sub(r"^(?:\w+\.)*(?:FailedTrialError: )?", "", last)
+
+
+# --- results --------------------------------------------------------------------------
+
+
+@dataclass
+class SearchResult:
+    """A finished (or running) search, read from its directory.
+
+    Attributes:
+        directory: The search directory.
+        spec: What was searched (search.json).
+        table: One row per trial (results.csv).
+        space: The space function, when it is importable or was given.
+    """
+
+    directory: Path
+    spec: dict[str, Any]
+    table: pd.DataFrame
+    space: spaces.Space | None = None
+
+    @property
+    def objective(self) -> str:
+        return self.spec["objective"]
+
+    def top(self, n: int = 10) -> pd.DataFrame:
+        """The `n` best completed trials, best first."""
+        done = self.table[self.table["status"] == "COMPLETED"]
+        ascending = OBJECTIVES[self.objective] == "min"
+        return done.sort_values(self.objective, ascending=ascending).head(n)
+
+    def summary(self) -> str:
+        """One line: what was searched, trials by status, the best trial."""
+        counts = self.table["status"].value_counts()
+        text = (
+            f"{self.spec['family']} on {self.spec['dataset']}, {self.spec['tuner']} "
+            f"search in {self.directory}: {len(self.table)} trials ("
+            + ", ".join(f"{n} {status.lower()}" for status, n in counts.items())
+            + ")"
+        )
+        if counts.get("COMPLETED"):
+            text += (
+                f"; best trial {self.best_trial_id}: {self.objective} "
+                f"{self.best_score:.4f}"
+            )
+        return text
+
+    @property
+    def best_trial_id(self) -> str:
+        best = self.top(1)
+        if best.empty:
+            raise ValueError(
+                f"no completed trial in {self.directory}; the search has not finished "
+                "a trial yet (see the error column of results.csv)."
+            )
+        return str(best["trial_id"].iloc[0])
+
+    @property
+    def best_score(self) -> float:
+        return float(self.top(1)[self.objective].iloc[0])
+
+    def best_trial(self) -> kt.engine.trial.Trial:
+        """KerasTuner's record of the best trial (its exact HyperParameters)."""
+        path = self.directory / PROJECT / f"trial_{self.best_trial_id}" / "trial.json"
+        return kt.engine.trial.Trial.load(str(path))
+
+    @property
+    def best_hyperparameters(self) -> dict[str, Any]:
+        """Active hyperparameter values of the best trial."""
+        values = self.best_trial().hyperparameters.values
+        return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+    def plot(self) -> list[Path]:
+        """Write the PNG plots (score per trial, score vs each hyperparameter)."""
+        return plot_results(self.table, self.directory, self.spec)
+
+    def retrain_and_export(
+        self,
+        base_dir: str | os.PathLike,
+        *,
+        epochs: int | None = None,
+        verbose: int = 0,
+    ) -> training.TrainResult:
+        """Retrain the best configuration from scratch on train+val, test it on the
+        held-out test split, and export a verified SavedModel.
+
+        Args:
+            base_dir: Export root; the SavedModel goes to `<base_dir>/<version>`.
+            epochs: Epochs to train (default: the best trial's best epoch).
+            verbose: Keras verbosity of the fit.
+
+        Returns:
+            A `zoo.training.TrainResult`: the run directory (`<search>/retrained`),
+            test metrics, history, model and export directory.
+        """
+        from zoo import export
+
+        trial = self.best_trial()
+        row = self.table.set_index("trial_id").loc[trial.trial_id]
+        epochs = epochs or int(row["best_epoch"])
+        config = _train_config(self.spec)
+        info = training.load_data(config).info
+        model_maker = hypermodels.hypermodel(
+            self.spec["family"], info, config, self._space()
+        )
+        _, config = model_maker.settings(trial.hyperparameters)
+        config.epochs = epochs
+        splits = training.load_data(config)
+        size = splits.info.sizes["train"] + splits.info.sizes["val"]
+        # Validation images join the training set unaugmented: data_pipelines has no
+        # train+val split, so the two splits are merged and reshuffled every epoch.
+        both = (
+            splits.train.unbatch()
+            .concatenate(splits.val.unbatch())
+            .apply(tf.data.experimental.assert_cardinality(size))
+            .shuffle(size, seed=config.seed, reshuffle_each_iteration=True)
+            .batch(config.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        keras.utils.set_random_seed(config.seed)
+        model = model_maker.build(trial.hyperparameters)
+        history = model.fit(both, epochs=epochs, verbose=verbose, shuffle=False)
+        loss, accuracy = model.evaluate(splits.test, verbose=0)[:2]
+        metrics = {
+            "test_accuracy": float(accuracy),
+            "test_loss": float(loss),
+            "params": int(model.count_params()),
+            "epochs": epochs,
+            "trained_on": "train+val",
+            "trial_id": trial.trial_id,
+            "hyperparameters": self.best_hyperparameters,
+        }
+        run_dir = files.fresh_dir(self.directory / "retrained")
+        config.model = self.spec["family"]
+        training.save_atomic(model, run_dir / "best.keras")
+        for name, data in [
+            ("config.json", dataclasses.asdict(config)),
+            ("dataset.json", splits.info.to_dict()),
+            ("metrics.json", metrics),
+        ]:
+            files.write_atomic(run_dir / name, json.dumps(data, indent=2))
+        export_dir = export.export_saved_model(run_dir, base_dir)
+        print(
+            f"retrained trial {trial.trial_id} on train+val for {epochs} epochs: test "
+            f"accuracy {accuracy:.4f} on {splits.info.sizes['test']} images; "
+            f"SavedModel (verified): {export_dir}"
+        )
+        return training.TrainResult(
+            run_dir, metrics, pd.DataFrame(history.history), model, export_dir
+        )
+
+    def _space(self) -> spaces.Space | None:
+        if self.space is not None or self.spec["space"] is None:
+            return self.space
+        module, _, name = self.spec["space"].partition(":")
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            raise ValueError(
+                f"this search used the custom space {self.spec['space']}, which cannot "
+                "be imported here; pass it: load_results(directory, space=...)."
+            ) from None
+
+
+def _train_config(spec: Mapping[str, Any]) -> training.TrainConfig:
+    fields = {k: spec[k] for k in ("dataset", "seed", *DATA_OPTIONS) if k in spec}
+    return training.TrainConfig.from_dict(fields, SPEC_FILE)
+
+
+def load_results(
+    directory: str | os.PathLike, space: spaces.Space | None = None
+) -> SearchResult:
+    """The search in `directory` (made by `search`), read from its files."""
+    directory = Path(directory)
+    spec_path = directory / SPEC_FILE
+    if not spec_path.is_file():
+        raise ValueError(
+            f"{str(directory)!r} is not a search directory (no {SPEC_FILE}); pass a "
+            "directory made by `zoo tune`."
+        )
+    spec = json.loads(spec_path.read_text())
+    table_path = directory / TABLE_FILE
+    names = [h["config"]["name"] for h in spec["hyperparameters"]["space"]]
+    table = (
+        pd.read_csv(
+            table_path,
+            dtype={"trial_id": str, "tuner/trial_id": str},
+            keep_default_na=False,  # "none", "nan" are values; an empty cell is not
+            na_values=[""],
+        )
+        if table_path.is_file()
+        else pd.DataFrame(columns=["trial_id", "status", *names, spec["objective"]])
+    )
+    return SearchResult(directory, spec, _typed(table, _space_of(spec)), space)
+
+
+def _space_of(spec: Mapping[str, Any]) -> list:
+    """The hyperparameters recorded in search.json (from_config edits its input)."""
+    config = copy.deepcopy(spec["hyperparameters"])
+    return kt.HyperParameters.from_config(config).space
+
+
+def plot_results(
+    table: pd.DataFrame, directory: str | os.PathLike, spec: Mapping[str, Any]
+) -> list[Path]:
+    """score_by_trial.png (score per trial, best so far) and
+    score_vs_hyperparameters.png (one panel per hyperparameter)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objective = spec["objective"]
+    best_of = max if OBJECTIVES[objective] == "max" else min
+    done = table[table["status"] == "COMPLETED"]
+    paths = [Path(directory, name) for name in PLOTS]
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    number = done.index + 1
+    ax.plot(number, done[objective], "o", label=objective)
+    best = done[objective].expanding().apply(lambda s: best_of(s)) if len(done) else []
+    ax.step(number, best, where="post", label="best so far")
+    failed = len(table) - len(done)
+    ax.set(
+        xlabel="trial",
+        ylabel=objective,
+        title=f"{spec['family']} on {spec['dataset']}: {len(done)} completed, "
+        f"{failed} failed",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend()
+    files.save_figure(fig, paths[0])
+
+    hps = {h.name: h for h in _space_of(spec)}  # searched and ever active
+    hps = [
+        h
+        for h in hps.values()
+        if not isinstance(h, kt.engine.hyperparameters.Fixed)
+        and h.name in done
+        and done[h.name].notna().any()
+    ]
+    cols = min(4, max(1, len(hps)))
+    rows = max(1, math.ceil(len(hps) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, hp in zip(axes.flat, hps, strict=False):
+        values = done[hp.name]
+        shown = values.notna()
+        if getattr(hp, "sampling", None) == "log" or isinstance(
+            hp, kt.engine.hyperparameters.Float
+        ):
+            ax.plot(values[shown].astype(float), done[objective][shown], "o")
+            if getattr(hp, "sampling", None) == "log":
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        else:
+            labels = [str(v) for v in _sorted(values[shown].unique())]
+            ax.plot(
+                [labels.index(v) for v in values[shown].astype(str)],
+                done[objective][shown],
+                "o",
+                alpha=0.7,
+            )
+            ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=8)
+        ax.set(xlabel=hp.name, ylabel=objective)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(hps) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    files.save_figure(fig, paths[1])
+    return paths
+
+
+def _sorted(values) -> list:
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
