@@ -80,7 +80,9 @@ def test_cli_run_reaches_high_accuracy_and_writes_every_file(finished_run):
     }
     assert expected <= {p.name for p in run.iterdir()}
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
-    assert (run / "checkpoints" / "latest.weights.h5").is_file()
+    progress = json.loads((run / "checkpoints" / "progress.json").read_text())
+    assert progress["epoch"] == 12 and progress["done"] == [None]
+    assert (run / "checkpoints" / progress["weights"]).is_file()
     for split in ("train", "validation"):
         assert list((run / "tensorboard" / split).glob("events.out.tfevents.*"))
     history = pd.read_csv(run / "history.csv")
@@ -137,7 +139,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     )
     deadline = time.time() + 300
     while time.time() < deadline:
-        meta = cut / "checkpoints" / "training_metadata.json"
+        meta = cut / "checkpoints" / "progress.json"
         if meta.exists() and json.loads(meta.read_text())["epoch"] >= 3:
             break
         time.sleep(0.05)
@@ -364,7 +366,7 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
     (run / "config.json").write_text(
-        json.dumps(training.dataclasses.asdict(training.TrainConfig(epochs=5)))
+        json.dumps(training.TrainConfig(epochs=5).to_dict())
     )
     one_line_error(
         zoo_cli("train", "--resume", str(run), "--epochs", "9", cwd=tmp_path),
@@ -430,9 +432,7 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
     history = pd.read_csv(tmp_path / "n" / "history.csv")
     assert list(history["epoch"]) == [0]
     assert all(np.isfinite(w).all() for w in weights(tmp_path / "n" / "last.keras"))
-    meta = json.loads(
-        (tmp_path / "n" / "checkpoints" / "training_metadata.json").read_text()
-    )
+    meta = json.loads((tmp_path / "n" / "checkpoints" / "progress.json").read_text())
     assert meta["epoch"] == 1  # the NaN epoch was never backed up
     assert not (tmp_path / "n" / "metrics.json").exists()
 
@@ -547,3 +547,38 @@ def test_regression_losses_by_name():
         assert type(training.make_loss(config, False)).__name__ == cls
     assert training.TrainConfig(task="regression").loss == "mse"
     assert training.TrainConfig().loss == "crossentropy"
+
+
+def test_cli_flags_are_generated_from_the_config():
+    """Every TrainConfig field a command offers has exactly one flag with help text,
+    and every flag of train/finetune/tune is a config field or an argument of the
+    function the command calls."""
+    import inspect
+
+    import tuning
+    from zoo import cli, config, transfer
+
+    commands = cli.build_parser()._subparsers._group_actions[0].choices
+    calls = {
+        "train": training.train,
+        "finetune": transfer.finetune,
+        "tune": tuning.search,
+    }
+    for command, function in calls.items():
+        actions = [a for a in commands[command]._actions if a.dest != "help"]
+        fields = set(config.options_for(command))
+        dests = [a.dest for a in actions]
+        assert len(dests) == len(set(dests)), command
+        assert fields <= set(dests), (command, fields - set(dests))
+        parameters = set(inspect.signature(function).parameters)
+        # train's TOML file; tune's export goes to SearchResult.retrain_and_export
+        parameters |= {"train": {"config"}, "tune": {"export"}}.get(command, set())
+        assert set(dests) - fields <= parameters, (command, set(dests) - fields)
+        for action in actions:
+            if action.dest in fields:
+                assert action.help and action.option_strings, (command, action.dest)
+    assert {"activation", "epochs", "task"} <= set(config.options_for("train"))
+    assert not {"activation", "epochs"} & set(config.options_for("finetune"))
+    assert {"strategy", "mixed_precision", "deterministic"} <= set(
+        config.options_for("finetune")
+    )

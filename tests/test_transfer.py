@@ -13,14 +13,14 @@ import pandas as pd
 import pytest
 
 import zoo
-from zoo import cli, training, transfer
+from zoo import blocks, cli, training, transfer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def weights_of(model, layer_name):
     """{variable path: value} of a layer, looked up in nested models too."""
-    layer = next(la for la in transfer._layers(model) if la.name == layer_name)
+    layer = next(la for la in blocks.nested_layers(model) if la.name == layer_name)
     return {w.path: np.array(w) for w in layer.weights}
 
 
@@ -291,7 +291,7 @@ def test_one_run_directory_records_both_phases(two_phase_run):
     assert training.evaluate(run)["test_accuracy"] == pytest.approx(
         metrics["test_accuracy"]
     )
-    with pytest.raises(ValueError, match="is a fine-tuning run"):
+    with pytest.raises(ValueError, match="is a `zoo finetune` run; resume it with"):
         training.train(resume=run)
 
 
@@ -335,7 +335,11 @@ def test_finetune_refuses_bad_options_before_training(pretrained, tmp_path):
 
 
 def test_cli_flags_are_the_finetune_options():
-    assert set(cli.FINETUNE_TRAIN_FLAGS) == {"dataset", *transfer.FINETUNE_OPTIONS}
+    parser = cli.build_parser()
+    finetune = parser._subparsers._group_actions[0].choices["finetune"]
+    dests = {a.dest for a in finetune._actions}
+    assert {"dataset", *transfer.FINETUNE_OPTIONS} <= dests
+    assert "activation" not in dests and "epochs" not in dests  # train only
 
 
 # --- keras.applications --------------------------------------------------------------
@@ -500,7 +504,7 @@ def test_cli_finetune_runs_both_phases(pretrained, tmp_path, capsys):
             ["keras:MobileNetV2", "--weights", "none", "--image-size", "16"],
             r"MobileNetV2 cannot take input_shape=\(16, 16, 3\).*--image-size",
         ),
-        (["PRETRAINED", "--name", "taken"], "'.*taken' already exists; pick another"),
+        (["PRETRAINED", "--name", "taken"], "'.*taken' already exists; resume it with zoo finetune --resume"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(pretrained, tmp_path, capsys, args, message):

@@ -6,7 +6,6 @@ calls the zoo builder. `fit` loads the data at the batch size the space chose.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import keras
@@ -16,7 +15,8 @@ from keras import layers
 import data_pipelines as dp
 import zoo
 from tuning import spaces
-from zoo import blocks, training
+from zoo import blocks, recipe
+from zoo.config import TrainConfig
 
 
 def build_cnn(
@@ -67,12 +67,12 @@ class ZooHyperModel(kt.HyperModel):
     def __init__(
         self,
         info: dp.DatasetInfo,
-        config: training.TrainConfig | None = None,
+        config: TrainConfig | None = None,
         space: spaces.Space | None = None,
     ) -> None:
         super().__init__(name=self.family)
         self.info = info
-        self.config = config or training.TrainConfig(dataset=info.source)
+        self.config = config or TrainConfig(dataset=info.source)
         self.space = space or spaces.SPACES[self.family]
         self.check_input(tuple(info.input_shape))
 
@@ -97,20 +97,12 @@ class ZooHyperModel(kt.HyperModel):
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """Build (through the zoo) and compile the model `hp` describes."""
         kwargs, config = self.settings(hp)
-        model = self.build_model(**kwargs)
-        steps = math.ceil(self.info.sizes["train"] / config.batch_size)
-        model.compile(
-            optimizer=training.make_optimizer(config, steps),
-            loss=training.make_loss(config, training.needs_one_hot(config, self.info)),
-            metrics=["accuracy"],
-            jit_compile=config.jit_compile,
-        )
-        return model
+        return recipe.compile_model(self.build_model(**kwargs), config, self.info)
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
         """Load the data at the chosen batch size and fit on train, validate on val."""
         _, config = self.settings(hp)
-        splits = training.load_data(config)
+        splits = recipe.load_data(config)
         return model.fit(
             splits.train, *args, validation_data=splits.val, shuffle=False, **kwargs
         )
@@ -187,7 +179,7 @@ FAMILIES = tuple(HYPERMODELS)
 def hypermodel(
     family: str,
     info: dp.DatasetInfo,
-    config: training.TrainConfig | None = None,
+    config: TrainConfig | None = None,
     space: spaces.Space | None = None,
 ) -> ZooHyperModel:
     """The HyperModel of a family; ValueError naming the allowed families."""

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import keras_tuner as kt
 import pandas as pd
 import tensorflow as tf
 
+import data_pipelines as dp
 from tuning import hypermodels, spaces
-from zoo import files, training
+from zoo import files, recipe, runs
+from zoo.config import TrainConfig, options_for
 
 # The search's shared constants live here, in the lowest of its modules: `tuner` and
 # `search` import them from here.
@@ -38,19 +39,9 @@ OBJECTIVES = {
     "accuracy": "max",
     "loss": "min",
 }
-# TrainConfig fields a search takes (the space chooses optimizer, rate, batch size).
-DATA_OPTIONS = (
-    "image_size",
-    "channels",
-    "normalize",
-    "augment",
-    "val_fraction",
-    "label_column",
-    "data_dir",
-    "deterministic",
-    "momentum",
-    "nesterov",
-)
+# TrainConfig fields a search takes besides dataset and seed (the space chooses
+# optimizer, rate, batch size).
+DATA_OPTIONS = tuple(n for n in options_for("tune") if n not in ("dataset", "seed"))
 SPEC_FILE = "search.json"
 TABLE_FILE = "results.csv"
 ERROR_FILE = "error.txt"
@@ -307,10 +298,11 @@ class SearchResult:
         base_dir: str | os.PathLike,
         *,
         epochs: int | None = None,
-        verbose: int = 0,
-    ) -> training.TrainResult:
+        verbose: int | str = 0,
+    ) -> runs.TrainResult:
         """Retrain the best configuration from scratch on train+val, test it on the
-        held-out test split, and export a verified SavedModel.
+        held-out test split, and export a verified SavedModel: a run like `zoo
+        train`'s (same files, checkpoints, metrics.json), without validation.
 
         Args:
             base_dir: Export root; the SavedModel goes to `<base_dir>/<version>`.
@@ -318,63 +310,40 @@ class SearchResult:
             verbose: Keras verbosity of the fit.
 
         Returns:
-            A `zoo.training.TrainResult`: the run directory (`<search>/retrained`),
+            A `zoo.runs.TrainResult`: the run directory (`<search>/retrained`),
             test metrics, history, model and export directory.
         """
-        from zoo import export
-
+        files.check_export_dir(base_dir)
         trial = self.best_trial()
         row = self.table.set_index("trial_id").loc[trial.trial_id]
-        epochs = epochs or int(row["best_epoch"])
         config = _train_config(self.spec)
-        info = training.load_data(config).info
+        info = recipe.load_data(config).info
         model_maker = hypermodels.hypermodel(
             self.spec["family"], info, config, self._space()
         )
-        _, config = model_maker.settings(trial.hyperparameters)
-        config.epochs = epochs
-        splits = training.load_data(config)
-        size = splits.info.sizes["train"] + splits.info.sizes["val"]
-        # Validation images join the training set unaugmented: data_pipelines has no
-        # train+val split, so the two splits are merged and reshuffled every epoch.
-        both = (
-            splits.train.unbatch()
-            .concatenate(splits.val.unbatch())
-            .apply(tf.data.experimental.assert_cardinality(size))
-            .shuffle(size, seed=config.seed, reshuffle_each_iteration=True)
-            .batch(config.batch_size)
-            .prefetch(tf.data.AUTOTUNE)
+        kwargs, config = model_maker.settings(trial.hyperparameters)
+        config = dataclasses.replace(
+            config,
+            model=self.spec["family"],
+            epochs=epochs or int(row["best_epoch"]),
+            run_dir=str(self.directory),
+            export=str(base_dir),
         )
-        keras.utils.set_random_seed(config.seed)
-        model = model_maker.build(trial.hyperparameters)
-        history = model.fit(both, epochs=epochs, verbose=verbose, shuffle=False)
-        loss, accuracy = model.evaluate(splits.test, verbose=0)[:2]
-        metrics = {
-            "test_accuracy": float(accuracy),
-            "test_loss": float(loss),
-            "params": int(model.count_params()),
-            "epochs": epochs,
+        recipe.set_seeds(config)
+        splits = recipe.load_data(config)
+        run = runs.start(config, splits, path=self.directory / "retrained")
+        extra = {
             "trained_on": "train+val",
             "trial_id": trial.trial_id,
             "hyperparameters": self.best_hyperparameters,
         }
-        run_dir = files.fresh_dir(self.directory / "retrained")
-        config.model = self.spec["family"]
-        training.save_atomic(model, run_dir / "best.keras")
-        for name, data in [
-            ("config.json", dataclasses.asdict(config)),
-            ("dataset.json", splits.info.to_dict()),
-            ("metrics.json", metrics),
-        ]:
-            files.write_atomic(run_dir / name, json.dumps(data, indent=2))
-        export_dir = export.export_saved_model(run_dir, base_dir)
-        print(
-            f"retrained trial {trial.trial_id} on train+val for {epochs} epochs: test "
-            f"accuracy {accuracy:.4f} on {splits.info.sizes['test']} images; "
-            f"SavedModel (verified): {export_dir}"
-        )
-        return training.TrainResult(
-            run_dir, metrics, pd.DataFrame(history.history), model, export_dir
+        return runs.execute(
+            run,
+            _train_and_val(splits, config),
+            lambda: model_maker.build_model(**kwargs),
+            [runs.Phase(config)],
+            extra_metrics=extra,
+            verbose=verbose,
         )
 
     def _space(self) -> spaces.Space | None:
@@ -390,9 +359,26 @@ class SearchResult:
             ) from None
 
 
-def _train_config(spec: Mapping[str, Any]) -> training.TrainConfig:
+def _train_config(spec: Mapping[str, Any]) -> TrainConfig:
     fields = {k: spec[k] for k in ("dataset", "seed", *DATA_OPTIONS) if k in spec}
-    return training.TrainConfig.from_dict(fields, SPEC_FILE)
+    return TrainConfig.from_dict(fields, SPEC_FILE)
+
+
+def _train_and_val(splits: dp.Splits, config: TrainConfig) -> dp.Splits:
+    """Training on train+val, no validation: data_pipelines has no train+val
+    split, so the validation images join the training set unaugmented and the two
+    are reshuffled together every epoch."""
+    size = splits.info.sizes["train"] + splits.info.sizes["val"]
+    both = (
+        splits.train.unbatch()
+        .concatenate(splits.val.unbatch())
+        .apply(tf.data.experimental.assert_cardinality(size))
+        .shuffle(size, seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    info = dataclasses.replace(splits.info, sizes={**splits.info.sizes, "train": size})
+    return dp.Splits(both, None, splits.test, info)
 
 
 def load_results(

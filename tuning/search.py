@@ -60,7 +60,8 @@ from tuning.results import (
     results_table,
 )
 from tuning.tuner import IDLE_POLL_SECONDS, ZooTuner
-from zoo import files, training
+from zoo import files, recipe
+from zoo.config import TrainConfig
 
 # The public names of this module before it was split stay importable from here.
 __all__ = [
@@ -330,7 +331,7 @@ def search(
         max_trials=max_trials, epochs=epochs,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
     )  # fmt: skip
-    config = training.TrainConfig.from_dict(
+    config = TrainConfig.from_dict(
         {"dataset": dataset, "seed": seed, **data}, "search options"
     )
     space_fn = space or spaces.SPACES[family]
@@ -356,7 +357,7 @@ def search(
             _wait_for_oracle(oracle_address, oracle_timeout)
         if isolate and distributed != "chief":
             worker.start()
-        info = training.load_data(config).info
+        info = recipe.load_data(config).info
         model_maker = hypermodels.hypermodel(family, info, config, space)
         if isolate:
             _check_picklable(model_maker)

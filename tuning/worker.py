@@ -25,6 +25,7 @@ import keras
 import keras_tuner as kt
 
 from tuning.hypermodels import ZooHyperModel
+from zoo import recipe
 
 # Imported once by the forkserver; every trial process starts with them loaded.
 PRELOAD = ["tuning.search", "tensorboard.plugins.hparams.api"]
@@ -49,26 +50,18 @@ class TrialJob:
     seed: int = 0
 
 
-class TrialGuard(keras.callbacks.Callback):
+class TrialGuard(recipe.NaNGuard):
     """Stops a fit whose loss is not finite; ends the trial process when its parent
     (`parent_pid`) is gone."""
 
     def __init__(self, parent_pid: int | None = None) -> None:
         super().__init__()
         self.parent_pid = parent_pid
-        self.bad_epoch: int | None = None
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None) -> None:
-        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             os._exit(1)  # the search process died (e.g. SIGKILL): stop at once
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.bad_epoch = self.epoch
-            self.model.stop_training = True
+        super().on_train_batch_end(batch, logs)
 
 
 def _callbacks(job: TrialJob, guard: TrialGuard) -> list[keras.callbacks.Callback]:

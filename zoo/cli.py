@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 
+from zoo import config
+from zoo.config import TrainConfig
 from zoo.registry import list_models, model_card
 
 
@@ -145,17 +148,19 @@ def _key_value(text: str) -> tuple[str, object]:
         return key, value
 
 
-def _train_options(args: argparse.Namespace) -> dict:
-    """The TrainConfig fields given on the command line (absent flags are absent)."""
-    skip = {"command", "func", "model", "config", "resume"}
-    options = {k: v for k, v in vars(args).items() if k not in skip}
+def _options(args: argparse.Namespace, *skip: str) -> dict:
+    """The keyword options of a command: the flags given (absent flags are absent,
+    so a TOML file or a resumed run's config rules), without `skip`."""
+    options = {
+        k: v for k, v in vars(args).items() if k not in ("command", "func", *skip)
+    }
     if "model_args" in options:
         options["model_args"] = dict(options["model_args"])
     return options
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    options = _train_options(args)
+    options = _options(args, "model", "config", "resume")
     if args.resume is not None and (args.config or args.model):
         raise ValueError(
             "--resume continues a run with its own config; do not pass "
@@ -167,11 +172,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.resume is not None:
         training.train(resume=args.resume, **options)
         return
-    from_file = training.TrainConfig.from_toml(args.config) if args.config else {}
+    from_file = TrainConfig.from_toml(args.config) if args.config else {}
     merged = {**from_file, **options}
     if args.model:
         merged["model"] = args.model
-    training.TrainConfig.from_dict(merged, args.config or "flags")  # validate first
+    TrainConfig.from_dict(merged, args.config or "flags")  # validate first
     training.train(
         merged.pop("model", "lenet5"), merged.pop("dataset", "digits"), **merged
     )
@@ -190,17 +195,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    options = {
-        k: v
-        for k, v in vars(args).items()
-        if k not in ("command", "func", "family", "fixed", "export")
-    }
+    options = _options(args, "family", "fixed", "export")
     load_tensorflow()
     import tuning
-    from zoo import export
+    from zoo import files
 
     if args.export:  # before the search, not after it
-        export.check_export_dir(args.export)
+        files.check_export_dir(args.export)
     result = tuning.search(args.family, fixed=dict(args.fixed), **options)
     if args.export and args.distributed != "worker":
         result.retrain_and_export(args.export)
@@ -217,36 +218,99 @@ def cmd_tune_results(args: argparse.Namespace) -> None:
         print(f"plot: {path}")
 
 
-def _add_tune_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of `zoo tune`; each maps to an argument of `tuning.search`."""
-    s = argparse.SUPPRESS
-    p.add_argument("family", help="mlp, cnn or resnet")
+def cmd_finetune(args: argparse.Namespace) -> None:
+    options = _options(args, "source")
+    if args.source is None and "resume" not in options:
+        raise ValueError(
+            "finetune needs a SOURCE (run directory, .keras file or keras:NAME), "
+            "or --resume RUN_DIR to continue a fine-tuning run."
+        )
+    load_tensorflow()
+    from zoo import transfer
+
+    transfer.finetune(args.source, **options)
+
+
+def _flag_type(field: dataclasses.Field) -> type:
+    """The Python type a TrainConfig field takes from the command line, read off
+    its annotation ("int | None" -> int, "list[str]" -> str: comma-separated)."""
+    name = str(field.type).split("|")[0].split("[")[0].strip()
+    return {"int": int, "float": float, "bool": bool, "dict": dict}.get(name, str)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per TrainConfig field that `command` offers, in the config's groups,
+    with the field's help text; absent flags stay absent (SUPPRESS)."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for field in config.fields_for(command):
+        meta = field.metadata
+        if meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_argument_group(
+                config.GROUPS[meta["group"]]
+            )
+        default = field.default if field.default is not dataclasses.MISSING else None
+        shown = "" if default is None or default is False else f" (default {default})"
+        kwargs: dict = {
+            "dest": field.name,
+            "default": argparse.SUPPRESS,
+            "help": meta["help"] + shown,
+        }
+        kind = _flag_type(field)
+        if kind is bool:
+            optional = default is None  # --batch-norm / --no-batch-norm
+            kwargs["action"] = (
+                argparse.BooleanOptionalAction if optional else "store_true"
+            )
+        elif kind is dict:
+            kwargs.update(type=_key_value, action="append")
+        else:
+            kwargs["type"] = kind
+        for key in ("choices", "metavar"):
+            if meta[key] is not None:
+                kwargs[key] = meta[key]
+        flag = meta["flag"] or "--" + field.name.replace("_", "-")
+        groups[meta["group"]].add_argument(flag, **kwargs)
+
+
+def _add_train_flags(p: argparse.ArgumentParser) -> None:
+    """`zoo train`: the model, --config, --resume and the config's train flags."""
     p.add_argument(
-        "--dataset",
-        default="digits",
-        help="digits (default), idx:DIR, tfds:NAME[:CONFIG], folder:DIR, csv:FILE",
+        "model",
+        nargs="?",
+        default=None,
+        help="zoo model name or a .keras file (default lenet5)",
     )
-    p.add_argument("--image-size", dest="image_size", type=int, default=s)
-    p.add_argument("--channels", type=int, default=s)
-    p.add_argument("--normalize", action="store_true", default=s)
-    p.add_argument("--augment", default=s, help="e.g. rotate:0.05,zoom:0.1")
-    p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
+    p.add_argument("--config", default=None, help="TOML file with any of these keys")
     p.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its last completed epoch",
+    )
+    add_config_flags(p, "train")
+
+
+def _add_tune_flags(p: argparse.ArgumentParser) -> None:
+    """`zoo tune`: the search's own flags (each an argument of `tuning.search`) and
+    the config's data flags."""
+    p.add_argument("family", help="mlp, cnn or resnet")
+    search = p.add_argument_group("search")
+    search.add_argument(
         "--tuner", default="random", help="random (default), grid, hyperband, bayesian"
     )
-    p.add_argument("--max-trials", dest="max_trials", type=int, default=10)
-    p.add_argument(
+    search.add_argument("--max-trials", dest="max_trials", type=int, default=10)
+    search.add_argument(
         "--objective",
         default="val_accuracy",
         help="val_accuracy (default), val_loss, accuracy, loss",
     )
-    p.add_argument(
+    search.add_argument(
         "--epochs",
         type=int,
         default=20,
         help="epochs per trial (hyperband: the most a trial gets)",
     )
-    p.add_argument(
+    search.add_argument(
         "--early-stopping",
         dest="early_stopping",
         type=int,
@@ -254,7 +318,7 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATIENCE",
         help="stop a trial after PATIENCE epochs without a better objective (0: off)",
     )
-    p.add_argument(
+    search.add_argument(
         "--fix",
         dest="fixed",
         type=_key_value,
@@ -263,31 +327,30 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="pin a hyperparameter, e.g. activation=relu (repeatable)",
     )
-    p.add_argument(
+    search.add_argument(
         "--directory",
         default=None,
         help="search directory (default tuning_runs/FAMILY_DATASET)",
     )
-    p.add_argument(
+    search.add_argument(
         "--resume",
         action="store_true",
         help="continue the search in --directory; keeps finished trials",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
+    search.add_argument(
         "--max-model-size",
         dest="max_model_size",
         type=int,
         default=None,
         help="trials whose model has more trainable parameters fail",
     )
-    p.add_argument(
+    search.add_argument(
         "--in-process",
         dest="isolate",
         action="store_false",
         help="run trials in this process, not in a child process each",
     )
-    p.add_argument(
+    search.add_argument(
         "--export",
         default=None,
         metavar="DIR",
@@ -295,6 +358,11 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
         "retrain the best configuration on train+val, test it and export "
         "a verified SavedModel to DIR",
     )
+    _add_distributed_flags(p.add_argument_group("distributed search"))
+    add_config_flags(p, "tune")
+
+
+def _add_distributed_flags(p: argparse._ArgumentGroup) -> None:
     p.add_argument(
         "--distributed",
         default=None,
@@ -330,72 +398,38 @@ def _unfreeze_spec(text: str) -> int | float | str | None:
     return text
 
 
-# `zoo train` flags that `zoo finetune` takes too (see transfer.FINETUNE_OPTIONS).
-FINETUNE_TRAIN_FLAGS = (
-    "dataset",
-    "image_size",
-    "channels",
-    "normalize",
-    "augment",
-    "val_fraction",
-    "label_column",
-    "data_dir",
-    "batch_size",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "loss",
-    "from_logits",
-    "label_smoothing",
-    "schedule",
-    "warmup_epochs",
-    "step_epochs",
-    "step_factor",
-    "early_stopping",
-    "seed",
-    "deterministic",
-    "jit_compile",
-    "run_dir",
-    "name",
-    "export",
-)
-
-
-def cmd_finetune(args: argparse.Namespace) -> None:
-    options = {
-        k: v for k, v in vars(args).items() if k not in ("command", "func", "source")
-    }
-    load_tensorflow()
-    from zoo import transfer
-
-    transfer.finetune(args.source, **options)
-
-
 def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
-    """The flags of `zoo finetune`: its own, plus the shared ones of `zoo train`."""
+    """`zoo finetune`: the source, the transfer settings and the config's flags."""
     s = argparse.SUPPRESS
     p.add_argument(
         "source",
+        nargs="?",
+        default=None,
         help="run directory (its best.keras), .keras file, or "
         "keras:NAME for a keras.applications backbone (keras:ResNet50)",
     )
     p.add_argument(
+        "--resume",
+        default=s,
+        metavar="RUN_DIR",
+        help="continue a fine-tuning run from its last completed epoch",
+    )
+    t = p.add_argument_group("transfer")
+    t.add_argument(
         "--head-epochs",
         dest="head_epochs",
         type=int,
         default=s,
         help="phase 1: train the new head, backbone frozen (default 5)",
     )
-    p.add_argument(
+    t.add_argument(
         "--finetune-epochs",
         dest="finetune_epochs",
         type=int,
         default=s,
         help="phase 2: fine-tune (default 10; 0 = head only)",
     )
-    p.add_argument(
+    t.add_argument(
         "--unfreeze",
         dest="unfreeze_top",
         type=_unfreeze_spec,
@@ -405,181 +439,37 @@ def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
         "or layer name and all above it, N top layers with weights, a "
         "fraction, or all (default)",
     )
-    p.add_argument(
+    t.add_argument(
         "--finetune-lr",
         dest="finetune_lr",
         type=float,
         default=s,
         help="phase 2 learning rate (default 1e-4; --lr is phase 1's)",
     )
-    p.add_argument(
+    t.add_argument(
         "--keep-batch-norm-frozen",
         dest="keep_batch_norm_frozen",
         action=argparse.BooleanOptionalAction,
         default=s,
         help="keep BatchNormalization frozen in phase 2 (default: yes)",
     )
-    p.add_argument(
+    t.add_argument(
         "--dropout", type=float, default=s, help="dropout before the new classifier"
     )
-    p.add_argument(
+    t.add_argument(
         "--cut",
         default=s,
         metavar="LAYER",
         help="layer whose output feeds the new head (default: the "
         "pooling/flatten before the old head)",
     )
-    p.add_argument(
+    t.add_argument(
         "--weights",
         default=s,
         help="keras:NAME backbones: imagenet "
         "(default; needs internet), a weights file, or none",
     )
-    train = argparse.ArgumentParser(add_help=False)
-    _add_train_flags(train)
-    for action in train._actions:
-        if action.dest in FINETUNE_TRAIN_FLAGS:
-            p._add_action(action)
-
-
-def _add_train_flags(p: argparse.ArgumentParser) -> None:
-    """Flags of `zoo train`; each maps to a TrainConfig field of the same name.
-    Absent flags stay absent (SUPPRESS) so a TOML file or the run's config rules."""
-    s = argparse.SUPPRESS
-    p.add_argument(
-        "model",
-        nargs="?",
-        default=None,
-        help="zoo model name or a .keras file (default lenet5)",
-    )
-    p.add_argument("--config", default=None, help="TOML file with any of these keys")
-    p.add_argument(
-        "--resume",
-        default=None,
-        metavar="RUN_DIR",
-        help="continue a run from its last completed epoch",
-    )
-    p.add_argument(
-        "--dataset",
-        default=s,
-        help="digits (default), idx:DIR, tfds:NAME[:CONFIG], folder:DIR, csv:FILE",
-    )
-    p.add_argument("--image-size", dest="image_size", type=int, default=s)
-    p.add_argument("--channels", type=int, choices=(1, 3), default=s)
-    p.add_argument(
-        "--normalize",
-        action="store_true",
-        default=s,
-        help="per-channel standardization with train-split statistics",
-    )
-    p.add_argument("--augment", default=s, help="e.g. flip,rotate:0.05,zoom:0.1")
-    p.add_argument("--val-fraction", dest="val_fraction", type=float, default=s)
-    p.add_argument("--label-column", dest="label_column", default=s)
-    p.add_argument(
-        "--task",
-        default=s,
-        choices=("classification", "regression"),
-        help="regression: numeric csv label, linear output, MSE loss "
-        "(default classification)",
-    )
-    p.add_argument("--data-dir", dest="data_dir", default=s, help="TFDS data_dir")
-    p.add_argument("--epochs", type=int, default=s)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=s)
-    p.add_argument(
-        "--optimizer",
-        default=s,
-        help="sgd, adam (default), adamw, rmsprop, adagrad, adadelta",
-    )
-    p.add_argument("--lr", dest="learning_rate", type=float, default=s)
-    p.add_argument("--momentum", type=float, default=s)
-    p.add_argument("--nesterov", action="store_true", default=s)
-    p.add_argument("--weight-decay", dest="weight_decay", type=float, default=s)
-    p.add_argument(
-        "--loss",
-        default=s,
-        help="crossentropy (default), binary_crossentropy, mse; "
-        "regression: mse (default), mae, huber",
-    )
-    p.add_argument("--from-logits", dest="from_logits", action="store_true", default=s)
-    p.add_argument("--label-smoothing", dest="label_smoothing", type=float, default=s)
-    p.add_argument(
-        "--schedule", default=s, help="constant (default), step, cosine, plateau"
-    )
-    p.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
-    p.add_argument("--step-epochs", dest="step_epochs", type=int, default=s)
-    p.add_argument("--step-factor", dest="step_factor", type=float, default=s)
-    p.add_argument(
-        "--early-stopping",
-        dest="early_stopping",
-        type=int,
-        default=s,
-        metavar="PATIENCE",
-        help="stop after PATIENCE epochs without a "
-        "better val accuracy; restores the best weights",
-    )
-    p.add_argument("--activation", default=s)
-    p.add_argument("--kernel-initializer", dest="kernel_initializer", default=s)
-    p.add_argument(
-        "--kernel-regularizer",
-        dest="kernel_regularizer",
-        default=s,
-        help="l1, l2, l1_l2 with optional strength, e.g. l2:1e-4",
-    )
-    p.add_argument("--dropout", type=float, default=s)
-    p.add_argument(
-        "--batch-norm",
-        dest="batch_norm",
-        action=argparse.BooleanOptionalAction,
-        default=s,
-    )
-    p.add_argument(
-        "--model-arg",
-        dest="model_args",
-        type=_key_value,
-        action="append",
-        default=s,
-        metavar="KEY=VALUE",
-        help="family option, e.g. hidden_units=[512,256] (repeatable)",
-    )
-    p.add_argument("--seed", type=int, default=s)
-    p.add_argument("--deterministic", action="store_true", default=s)
-    p.add_argument(
-        "--mixed-precision",
-        dest="mixed_precision",
-        default=s,
-        choices=("mixed_float16", "mixed_bfloat16"),
-        help="GPU option (slower on CPU)",
-    )
-    p.add_argument(
-        "--jit-compile",
-        dest="jit_compile",
-        action="store_true",
-        default=s,
-        help="XLA (GPU option; slower on CPU)",
-    )
-    p.add_argument(
-        "--strategy",
-        default=s,
-        choices=("mirrored",),
-        help="tf.distribute.MirroredStrategy over the visible devices",
-    )
-    p.add_argument(
-        "--run-dir",
-        dest="run_dir",
-        default=s,
-        help="parent of run directories (default runs/)",
-    )
-    p.add_argument(
-        "--name",
-        default=s,
-        help="run directory name (default: timestamp-model-dataset)",
-    )
-    p.add_argument(
-        "--export",
-        default=s,
-        metavar="DIR",
-        help="after training, export a verified SavedModel to DIR",
-    )
+    add_config_flags(p, "finetune")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -723,9 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         hint = (
-            "; continue it with zoo train --resume RUN_DIR (the newest run "
-            "directory under --run-dir, runs/ by default)"
-            if args.command == "train"
+            f"; continue it with zoo {args.command} --resume RUN_DIR (the newest "
+            "run directory under --run-dir, runs/ by default)"
+            if args.command in ("train", "finetune")
             else ""
         )
         print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)

@@ -8,6 +8,28 @@ in how a run is fitted, recorded, evaluated and exported.
 
 from __future__ import annotations
 
+import fcntl
+import math
+import os
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+import data_pipelines as dp
+import zoo
+from zoo import files, plots, recipe
+from zoo.config import TrainConfig
+
 CONFIG_FILE = "config.json"
 DATASET_FILE = "dataset.json"
 METRICS_FILE = "metrics.json"
@@ -20,3 +42,551 @@ CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 # The models a finished run holds, in the order export and finetune prefer them.
 RUN_MODEL_FILES = (BEST_MODEL, LAST_MODEL)
+PROGRESS_FILE = "progress.json"  # in CHECKPOINTS: the one record of how far a run got
+LOCK_FILE = ".lock"
+# Learning curves are redrawn at most this often during a run (and at its end):
+# drawing them costs more than a short epoch.
+PLOT_EVERY_SECONDS = 30.0
+
+
+@dataclass
+class Phase:
+    """One fit of a run: its recipe, and what it changes in the model first.
+
+    Attributes:
+        config: The phase's recipe (epochs, optimizer, learning rate, ...).
+        name: Recorded in history.csv's `phase` column and metrics.json; None for
+            a run of one phase (`zoo train`).
+        prepare: Called on the model before the phase is compiled (e.g. freeze or
+            unfreeze layers); on resume it is called again for finished phases,
+            so it must only set state, never train.
+    """
+
+    config: TrainConfig
+    name: str | None = None
+    prepare: Callable[[keras.Model], Any] | None = None
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: its directory, test metrics, history, best model."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    model: keras.Model
+    export_dir: Path | None = None
+
+
+class TrainingError(ValueError):
+    """Training stopped on a condition the user must act on (e.g. a NaN loss)."""
+
+
+class Run:
+    """A run directory: its config, its files, its progress, and the lock held by
+    the process that owns it (released when that process ends, even by SIGKILL)."""
+
+    def __init__(self, path: Path, config: TrainConfig) -> None:
+        self.path = Path(path)
+        self.config = config
+        self.created = False  # by this process: removed if it fails before epoch 1
+        self._lock = None
+
+    @classmethod
+    def create(
+        cls, config: TrainConfig, path: Path | None = None, kind: str = "train"
+    ) -> Run:
+        """A new run directory: `path`, or `run_dir/name`, or a timestamped one."""
+        root = Path(config.run_dir)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"run_dir {str(root)!r} is a file; pass a directory.")
+        if path is not None:
+            path = files.fresh_dir(path)
+        elif config.name:
+            path = root / config.name
+            if path.exists():
+                raise FileExistsError(
+                    f"run directory {str(path)!r} already exists; resume it with "
+                    f"zoo {kind} --resume {path} or pick another --name."
+                )
+            path.mkdir(parents=True)
+        else:
+            model = Path(config.model).stem
+            path = files.timestamped_dir(root, model, files.slug(config.dataset))
+        run = cls(path, config)
+        run.created = True
+        run.lock()
+        return run
+
+    @classmethod
+    def reopen(
+        cls, path: str | os.PathLike, options: dict[str, Any], kind: str = "train"
+    ) -> Run:
+        """An existing run to resume; `options` may only repeat its config."""
+        path = Path(path)
+        saved = files.read_json(path / CONFIG_FILE) if path.is_dir() else None
+        if saved is None:
+            raise ValueError(
+                f"{str(path)!r} is not a run directory (no {CONFIG_FILE}); pass a "
+                f"directory made by `zoo {kind}`."
+            )
+        actual = "finetune" if (path / TRANSFER_FILE).is_file() else "train"
+        if actual != kind:
+            raise ValueError(
+                f"{str(path)!r} is a `zoo {actual}` run; resume it with zoo {actual} "
+                f"--resume {path}."
+            )
+        conflicts = [
+            f"{k}={v!r} (run has {saved.get(k)!r})"
+            for k, v in options.items()
+            if k in saved and saved[k] != v
+        ]
+        if conflicts:
+            raise ValueError(
+                f"--resume {path}: flags conflict with the run's config: "
+                f"{', '.join(conflicts)}. Drop them, or start a new run."
+            )
+        run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
+        run.lock()
+        return run
+
+    def lock(self) -> None:
+        """Own the run, or refuse: two processes must never write one run."""
+        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115  (held open)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise ValueError(
+                f"run {str(self.path)!r} is in use by process {owner}; wait for it "
+                "to end (or stop it) before resuming."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def discard_if_empty(self) -> None:
+        """Remove a run this process created when no epoch was checkpointed: an
+        error before training (a model that does not fit the data, say) leaves
+        nothing half-written behind."""
+        if self.created and not (self.checkpoints / PROGRESS_FILE).is_file():
+            self.unlock()
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_json(self, name: str, data: Any) -> None:
+        files.write_json(self.path / name, data)
+
+    def read_json(self, name: str) -> Any:
+        return files.read_json(self.path / name)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def progress(self) -> dict[str, Any]:
+        """How far the run got: finished epochs, phases done, the history rows, and
+        the checkpoint files of the last and the best epoch (empty when new)."""
+        saved = files.read_json(self.checkpoints / PROGRESS_FILE)
+        return saved or {"epoch": 0, "done": [], "rows": []}
+
+
+def _rank(row: dict[str, Any]) -> tuple[float, float]:
+    """How good an epoch is: higher val accuracy, ties broken by lower val loss (with
+    a few hundred validation images, accuracies tie often; early ties were picking
+    under-trained epochs). Regression runs have no accuracy: lower val loss."""
+    return (row.get("val_accuracy", -math.inf), -row.get("val_loss", math.inf))
+
+
+def _is_best(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether `row` beats every earlier epoch; without validation, the latest."""
+    if "val_loss" not in row:
+        return True
+    return _rank(row) > max(map(_rank, rows), default=(-math.inf, -math.inf))
+
+
+def load_weights(model: keras.Model, path: Path) -> None:
+    """Layer weights and, when the optimizer matches, its state. A checkpoint of
+    another phase holds another optimizer's state, which Keras skips with a
+    warning; the layer weights are what is wanted then."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
+class RunRecorder(recipe.NaNGuard):
+    """Per epoch: a checkpoint (weights + optimizer state), then progress.json, the
+    source of truth, then history.csv derived from it; curves every
+    PLOT_EVERY_SECONDS. Every write is atomic, so a kill at any point leaves a
+    resumable run. Keras' BackupAndRestore writes its epoch file in place after
+    the weights, so a kill between the two resumes the wrong epoch; CSVLogger and
+    ModelCheckpoint write in place too."""
+
+    def __init__(self, run: Run, progress: dict[str, Any]) -> None:
+        super().__init__()
+        self.run = run
+        self.state = progress
+        self.rows: list[dict[str, Any]] = progress["rows"]
+        self.phase: str | None = None
+        self.plotted = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        logs = dict(logs or {})
+        if self.bad_epoch is not None or not all(
+            math.isfinite(float(v)) for v in logs.values()
+        ):
+            self.bad_epoch = epoch if self.bad_epoch is None else self.bad_epoch
+            self.model.stop_training = True
+            return
+        logs["learning_rate"] = float(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
+        if self.phase is not None:
+            row["phase"] = self.phase
+        best = _is_best(row, self.rows)
+        self.rows.append(row)
+        self.save(f"epoch-{epoch + 1:04d}.weights.h5", best, epoch=epoch + 1)
+        if time.monotonic() - self.plotted > PLOT_EVERY_SECONDS:
+            self.plot()
+
+    def end_phase(self) -> None:
+        """Record the phase as done, with the model as the phase left it (after
+        EarlyStopping restored its best weights, for example)."""
+        done = [*self.state["done"], self.phase]
+        self.save(f"end-{len(done)}.weights.h5", False, done=done)
+
+    def save(self, weights: str, best: bool, **state: Any) -> None:
+        ckpt = self.run.checkpoints
+        ckpt.mkdir(exist_ok=True)
+        files.save_weights(self.model, ckpt / weights)
+        self.state.update(
+            state,
+            phase=self.phase,
+            weights=weights,
+            best=weights if best else self.state.get("best"),
+            rows=self.rows,
+        )
+        files.write_json(ckpt / PROGRESS_FILE, self.state)
+        keep = {weights, self.state["best"], PROGRESS_FILE}
+        for path in ckpt.iterdir():
+            if path.name not in keep:
+                path.unlink()
+        history = self.history().to_csv(index=False)
+        files.write_atomic(self.run.file(HISTORY_FILE), history)
+
+    def history(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
+    def plot(self) -> None:
+        plots.plot_curves(self.history(), self.run.path)
+        self.plotted = time.monotonic()
+
+
+def _replay_data_order(dataset: tf.data.Dataset, epochs: int) -> None:
+    """Advance a resumed run's input pipeline past its finished epochs.
+
+    Each iter() of a reshuffling tf.data dataset draws the next order, and Keras
+    3.15's fit creates two per epoch (one it consumes, one at its end). Creating as
+    many as the finished epochs did replays their data order (tested). Random
+    augmentation layers also advance their random state with every batch, and that
+    state is in no checkpoint: consuming the first iterator again replays it too
+    (one pass over the data per finished epoch, no training).
+    """
+    for _ in range(epochs):
+        for _ in dataset:
+            pass
+        iter(dataset)
+
+
+def trainable_params(model: keras.Model) -> int:
+    """Number of parameters the optimizer will update."""
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+
+
+def _fit_phases(
+    run: Run,
+    model: keras.Model,
+    splits: dp.Splits,
+    phases: Sequence[Phase],
+    recorder: RunRecorder,
+    verbose: int,
+) -> dict[str, int]:
+    """Fit every phase not done yet, resuming a started one from its checkpoint;
+    the trainable parameters of each phase."""
+    progress, trainable = recorder.state, {}
+    board = keras.callbacks.TensorBoard(str(run.file(TENSORBOARD)))
+    replayed = False
+    for phase in phases:
+        if phase.prepare is not None:
+            phase.prepare(model)
+        trainable[phase.name] = trainable_params(model)
+        if phase.name in progress["done"]:
+            continue
+        checkpoint = progress.get("weights") and run.checkpoints / progress["weights"]
+        started = checkpoint and progress.get("phase") == phase.name
+        if checkpoint and not started:  # the previous phase's end
+            load_weights(model, checkpoint)
+        recipe.compile_model(model, phase.config, splits.info)
+        if started:  # weights and this phase's optimizer state
+            model.optimizer.build(model.trainable_variables)
+            load_weights(model, checkpoint)
+        first = sum(r.get("phase") != phase.name for r in recorder.rows)
+        if not replayed:
+            _replay_data_order(splits.train, len(recorder.rows))
+            replayed = True
+        recorder.phase = phase.name
+        model.fit(
+            splits.train,
+            validation_data=splits.val,
+            initial_epoch=len(recorder.rows),
+            epochs=first + phase.config.epochs,
+            callbacks=[recorder, board, *recipe.callbacks(phase.config)],
+            verbose=verbose,
+            shuffle=False,
+        )
+        if recorder.bad_epoch is not None:
+            _stop_on_nan(run, model, recorder, phase)
+        recorder.end_phase()
+    return trainable
+
+
+def _stop_on_nan(run: Run, model: keras.Model, recorder: RunRecorder, phase: Phase):
+    """Keep the last good epoch as last/best.keras (or remove a run that has
+    none), then raise a TrainingError that says what to try."""
+    where = f" ({phase.name} phase)" if phase.name else ""
+    if recorder.state.get("weights"):
+        _write_models(run, model, recorder.state)
+        kept = f"The last good checkpoint is {run.file(LAST_MODEL)}."
+    else:  # nothing to resume from: leave no half-written run behind
+        run.unlock()
+        shutil.rmtree(run.path, ignore_errors=True)
+        kept = f"No epoch ended with a finite loss: nothing kept ({run.path} removed)."
+    raise TrainingError(
+        f"loss became NaN in epoch {recorder.bad_epoch + 1}{where}; training "
+        f"stopped. {kept} Try a lower learning rate (now "
+        f"{phase.config.learning_rate:g})."
+    )
+
+
+def _write_models(run: Run, model: keras.Model, progress: dict[str, Any]) -> None:
+    """last.keras (the latest checkpoint) and best.keras (the best epoch's)."""
+    load_weights(model, run.checkpoints / progress["weights"])
+    files.save_model(model, run.file(LAST_MODEL))
+    if progress.get("best") and progress["best"] != progress["weights"]:
+        load_weights(model, run.checkpoints / progress["best"])
+    files.save_model(model, run.file(BEST_MODEL))
+
+
+def _labels(ds: tf.data.Dataset) -> np.ndarray:
+    y = np.concatenate([np.asarray(b) for _, b in ds])
+    return y.argmax(axis=1) if y.ndim == 2 else y
+
+
+def test_metrics(
+    model: keras.Model, splits: dp.Splits, verbose: int = 0
+) -> dict[str, float]:
+    """The compiled metrics of `model` on the test split, as `test_<name>`; for
+    regression also R^2 (scikit-learn's r2_score)."""
+    values = model.evaluate(splits.test, verbose=verbose, return_dict=True)
+    metrics = {f"test_{k}": float(v) for k, v in values.items()}
+    if splits.info.regression:
+        from sklearn.metrics import r2_score
+
+        y_pred = model.predict(splits.test, verbose=0)
+        metrics["test_r2"] = float(r2_score(_labels(splits.test), y_pred[:, 0]))
+    return metrics
+
+
+def _evaluate(run: Run, best: keras.Model, splits: dp.Splits) -> dict[str, Any]:
+    """Test metrics of best.keras, and the confusion-matrix PNG (regression:
+    predicted vs true values)."""
+    metrics = test_metrics(best, splits)
+    y_pred = best.predict(splits.test, verbose=0)
+    y_pred = y_pred[0] if isinstance(y_pred, list) else y_pred
+    y_true = _labels(splits.test)
+    if splits.info.regression:
+        name = splits.info.target["name"]
+        plots.plot_predictions(y_true, y_pred[:, 0], name, run.file("predictions.png"))
+    else:
+        plots.plot_confusion(
+            y_true,
+            y_pred.argmax(axis=1),
+            splits.info.class_names,
+            run.file("confusion_matrix.png"),
+        )
+    return metrics
+
+
+def _run_metrics(
+    rows: list[dict[str, Any]], trainable: dict[str | None, int]
+) -> dict[str, Any]:
+    """The best epoch (1-based) and its val metric; per named phase, its epochs,
+    trainable parameters and best val accuracy."""
+    best = max(range(len(rows)), key=lambda i: _is_best_key(rows, i))
+    key = "val_accuracy" if "val_accuracy" in rows[best] else "val_loss"
+    metrics: dict[str, Any] = {"epochs": len(rows), "best_epoch": best + 1}
+    if key in rows[best]:
+        metrics[f"best_{key}"] = float(rows[best][key])
+    phases = [p for p in trainable if p is not None]
+    if phases:
+        metrics["best_phase"] = rows[best]["phase"]
+    for phase in phases:
+        done = [r for r in rows if r.get("phase") == phase]
+        metrics[f"{phase}_epochs"] = len(done)
+        metrics[f"{phase}_trainable_params"] = trainable[phase]
+        if done and "val_accuracy" in done[0]:
+            metrics[f"{phase}_best_val_accuracy"] = max(r["val_accuracy"] for r in done)
+    return metrics
+
+
+def _is_best_key(rows: list[dict[str, Any]], i: int) -> tuple:
+    """Sort key of epoch i: its rank, the latest epoch first when there is no
+    validation (as `_is_best`), the earliest among equal ranks otherwise."""
+    if "val_loss" not in rows[i]:
+        return (i,)
+    return (*_rank(rows[i]), -i)
+
+
+def headline(metrics: dict[str, Any]) -> str:
+    """The summary of test metrics a person reads: accuracy, or MAE/RMSE/R^2."""
+    if "test_accuracy" in metrics:
+        return f"test accuracy {metrics['test_accuracy']:.4f}"
+    return (
+        f"test MAE {metrics['test_mae']:.4g}, RMSE {metrics['test_rmse']:.4g}, "
+        f"R^2 {metrics['test_r2']:.3f}"
+    )
+
+
+def summary(run: Run, metrics: dict[str, Any], export_dir: Path | None) -> str:
+    """The line a run ends with: test metrics, size, epochs, phases and paths."""
+    config = run.config
+    text = (
+        f"{config.model} on {config.dataset}: {headline(metrics)}, "
+        f"{metrics['params']:,} parameters, {metrics['epochs']} epochs in "
+        f"{metrics['wall_time_s']:.0f}s"
+    )
+    if "best_phase" in metrics:
+        phases = [k[: -len("_epochs")] for k in metrics if k.endswith("_epochs")]
+        each = ", ".join(
+            f"{p} {metrics[f'{p}_epochs']} epoch(s) "
+            f"({metrics[f'{p}_trainable_params']:,} trainable)"
+            for p in phases
+        )
+        text += (
+            f" (best epoch {metrics['best_epoch']}, {metrics['best_phase']} "
+            f"phase; {each})"
+        )
+    text += f"; run: {run.path}"
+    if export_dir:
+        text += f"; SavedModel (verified): {export_dir}"
+    return text
+
+
+def execute(
+    run: Run,
+    splits: dp.Splits,
+    build: Callable[[], keras.Model],
+    phases: Sequence[Phase],
+    *,
+    save_init: bool = False,
+    extra_metrics: dict[str, Any] | None = None,
+    verbose: int | str = "auto",
+    started: float | None = None,
+) -> TrainResult:
+    """The one lifecycle of a run: fit its phases (resuming from its checkpoint),
+    write last/best.keras and the curves, evaluate best.keras on the test split,
+    write metrics.json, export when the config asks, print the summary line.
+
+    Args:
+        run: A new or reopened run (config.json and dataset.json written).
+        splits: The data; `splits.val` may be None (no validation: the last
+            epoch is the best).
+        build: Makes the model, inside the strategy scope and dtype policy.
+        phases: The fits, in order (one for `zoo train`).
+        save_init: Save the built model as model_init.keras, so a resume
+            rebuilds it from there (a model the config cannot rebuild).
+        extra_metrics: Added to metrics.json.
+        verbose: Keras verbosity; "auto" is a progress bar on a terminal and a
+            line per epoch otherwise.
+        started: `time.perf_counter()` when the run began (default: now).
+    """
+    started = time.perf_counter() if started is None else started
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+    config = run.config
+    previous_policy = keras.mixed_precision.dtype_policy()
+    if config.mixed_precision:
+        keras.mixed_precision.set_dtype_policy(config.mixed_precision)
+    try:
+        strategy = recipe.distribution(config)
+        with strategy.scope():
+            model = _initial_model(run, build, save_init)
+            recorder = RunRecorder(run, run.progress())
+            trainable = _fit_phases(run, model, splits, phases, recorder, verbose)
+            recorder.plot()
+            _write_models(run, model, recorder.state)
+        best = zoo.load_model(run.file(BEST_MODEL))
+        metrics = {
+            **_evaluate(run, best, splits),
+            "params": int(best.count_params()),
+            **_run_metrics(recorder.rows, trainable),
+        }
+    except Exception:
+        run.discard_if_empty()
+        raise
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous_policy)
+    metrics.update(extra_metrics or {})
+    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+    metrics["replicas"] = strategy.num_replicas_in_sync
+    run.write_json(METRICS_FILE, metrics)
+    export_dir = None
+    if config.export:
+        from zoo import export
+
+        export_dir = export.export_saved_model(run.path, config.export)
+    print(summary(run, metrics, export_dir))
+    run.unlock()
+    return TrainResult(run.path, metrics, recorder.history(), best, export_dir)
+
+
+def _initial_model(
+    run: Run, build: Callable[[], keras.Model], save_init: bool
+) -> keras.Model:
+    init = run.file(INIT_MODEL)
+    if init.is_file():  # a resumed run whose model the config cannot rebuild
+        return zoo.load_model(init)
+    model = build()
+    if save_init:
+        files.save_model(model, init)
+    return model
+
+
+def start(
+    config: TrainConfig,
+    splits: dp.Splits,
+    *,
+    kind: str = "train",
+    path: Path | None = None,
+    extra_files: dict[str, Any] | None = None,
+) -> Run:
+    """Create a run directory with config.json, dataset.json and `extra_files`
+    (name: JSON data, e.g. transfer.json); `kind` is the command that resumes it."""
+    run = Run.create(config, path, kind)
+    run.write_json(CONFIG_FILE, config.to_dict())
+    run.write_json(DATASET_FILE, splits.info.to_dict())
+    for name, data in (extra_files or {}).items():
+        run.write_json(name, data)
+    return run

@@ -1,0 +1,80 @@
+"""The figures of a run directory: learning curves, the test split's confusion
+matrix (classification) or predicted-vs-true values (regression)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from zoo import files
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
+    """loss.png and accuracy.png (regression: mae.png): train vs val per epoch; with
+    a `phase` column, a dashed line marks where each phase after the first begins."""
+    plt = _pyplot()
+    for metric in ("loss", "accuracy", "mae"):
+        if metric not in history:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(history["epoch"] + 1, history[metric], "o-", label="train")
+        if f"val_{metric}" in history:
+            ax.plot(history["epoch"] + 1, history[f"val_{metric}"], "o-", label="val")
+        if "phase" in history:
+            starts = history[history["phase"] != history["phase"].shift()].iloc[1:]
+            for epoch, phase in zip(starts["epoch"], starts["phase"], strict=True):
+                ax.axvline(epoch + 0.5, color="gray", linestyle="--")
+                ax.annotate(
+                    phase,
+                    (epoch + 0.5, 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(4, -4),
+                    textcoords="offset points",
+                    va="top",
+                    color="gray",
+                )
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric}: train vs val")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        files.save_figure(fig, run_dir / f"{metric}.png")
+
+
+def plot_confusion(y_true, y_pred, class_names: list[str], path: Path) -> None:
+    """Confusion matrix of the test split (scikit-learn's display)."""
+    plt = _pyplot()
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ConfusionMatrixDisplay.from_predictions(
+        y_true,
+        y_pred,
+        labels=list(range(len(class_names))),
+        display_labels=class_names,
+        ax=ax,
+        colorbar=False,
+    )
+    ax.set_title("test split")
+    files.save_figure(fig, path)
+
+
+def plot_predictions(y_true, y_pred, name: str, path: Path) -> None:
+    """Predicted vs true values of the test split, with the identity line."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.scatter(y_true, y_pred, s=12, alpha=0.7)
+    low = float(min(y_true.min(), y_pred.min()))
+    high = float(max(y_true.max(), y_pred.max()))
+    ax.plot([low, high], [low, high], color="gray", linestyle="--")
+    ax.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title="test split")
+    ax.grid(alpha=0.3)
+    files.save_figure(fig, path)

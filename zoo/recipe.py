@@ -1,0 +1,235 @@
+"""The training recipe of a `TrainConfig`: data, optimizer, loss, learning-rate
+schedule, metrics, callbacks, seeds and the distribution strategy.
+
+`training`, `transfer` and `tuning` all compile models through `compile_model`, so
+a run, a fine-tuning phase and a tuner trial train with the same recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+import data_pipelines as dp
+from zoo.config import TrainConfig
+
+
+class Warmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up to `schedule(0)` over `warmup_steps`, then `schedule(step -
+    warmup_steps)`. Keras has warm-up only inside CosineDecay."""
+
+    def __init__(self, schedule, warmup_steps: int) -> None:
+        self.schedule = schedule
+        self.warmup_steps = warmup_steps
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        target = self.schedule(0) if callable(self.schedule) else self.schedule
+        warm = target * (step + 1) / self.warmup_steps
+        after = (
+            self.schedule(step - self.warmup_steps)
+            if callable(self.schedule)
+            else self.schedule
+        )
+        return keras.ops.where(step < self.warmup_steps, warm, after)
+
+    def get_config(self) -> dict[str, Any]:
+        schedule = self.schedule
+        if callable(schedule):
+            schedule = keras.optimizers.schedules.serialize(schedule)
+        return {"schedule": schedule, "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        schedule = config["schedule"]
+        if isinstance(schedule, dict):
+            schedule = keras.optimizers.schedules.deserialize(schedule)
+        return cls(schedule, config["warmup_steps"])
+
+
+keras.saving.register_keras_serializable(package="zoo")(Warmup)
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The learning rate: a float (constant, plateau) or a per-step schedule, so the
+    position in the schedule lives in the optimizer's iteration count and survives
+    a resume."""
+    lr = config.learning_rate
+    warmup = config.warmup_epochs * steps_per_epoch
+    schedules = keras.optimizers.schedules
+    if config.schedule == "step":
+        lr = schedules.ExponentialDecay(
+            lr, config.step_epochs * steps_per_epoch, config.step_factor, staircase=True
+        )
+    elif config.schedule == "cosine":
+        decay = (config.epochs - config.warmup_epochs) * steps_per_epoch
+        return schedules.CosineDecay(
+            0.0 if warmup else lr,
+            decay,
+            warmup_target=lr if warmup else None,
+            warmup_steps=warmup,
+        )
+    return Warmup(lr, warmup) if warmup else lr
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.Optimizer:
+    """The config's optimizer by name (`keras.optimizers.get`), with its schedule."""
+    options: dict[str, Any] = {"learning_rate": learning_rate(config, steps_per_epoch)}
+    if config.optimizer == "sgd":
+        options.update(momentum=config.momentum, nesterov=config.nesterov)
+    elif config.optimizer == "adamw":
+        options.update(weight_decay=config.weight_decay)
+    return keras.optimizers.get({"class_name": config.optimizer, "config": options})
+
+
+def make_loss(config: TrainConfig, one_hot: bool) -> keras.losses.Loss:
+    """Cross-entropy matching the label format (sparse ids or one-hot), BCE, MSE
+    (on one-hot classes, or on regression targets), MAE or Huber."""
+    losses = keras.losses
+    if config.loss == "crossentropy" and not one_hot:
+        return losses.SparseCategoricalCrossentropy(from_logits=config.from_logits)
+    if config.loss in ("crossentropy", "binary_crossentropy"):
+        cls = {
+            "crossentropy": losses.CategoricalCrossentropy,
+            "binary_crossentropy": losses.BinaryCrossentropy,
+        }[config.loss]
+        return cls(
+            from_logits=config.from_logits, label_smoothing=config.label_smoothing
+        )
+    return {"mae": losses.MeanAbsoluteError, "huber": losses.Huber}.get(
+        config.loss, losses.MeanSquaredError
+    )()
+
+
+def needs_one_hot(config: TrainConfig, info: dp.DatasetInfo) -> bool:
+    """Whether the loss needs one-hot labels (label smoothing, BCE, MSE)."""
+    if info.regression:
+        return False
+    return (
+        info.label_mode == "onehot"
+        or config.loss != "crossentropy"
+        or config.label_smoothing > 0
+    )
+
+
+def compile_metrics(config: TrainConfig) -> list:
+    """Accuracy for classifiers; MAE and RMSE (in the target's units) for regression."""
+    if config.regression:
+        return [
+            keras.metrics.MeanAbsoluteError(name="mae"),
+            keras.metrics.RootMeanSquaredError(name="rmse"),
+        ]
+    return ["accuracy"]
+
+
+def classifier_activation(config: TrainConfig) -> str | None:
+    """The output activation the loss expects: softmax, sigmoid, or None (logits,
+    regression)."""
+    if config.from_logits or config.regression:
+        return None
+    return "sigmoid" if config.loss == "binary_crossentropy" else "softmax"
+
+
+def compile_model(
+    model: keras.Model, config: TrainConfig, info: dp.DatasetInfo
+) -> keras.Model:
+    """Compile `model` with the config's optimizer (its schedule sized to the
+    training split), loss and metrics."""
+    steps = math.ceil(info.sizes["train"] / config.batch_size)
+    model.compile(
+        optimizer=make_optimizer(config, steps),
+        loss=make_loss(config, needs_one_hot(config, info)),
+        metrics=compile_metrics(config),
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
+    """Early stopping and the plateau schedule, when the config asks for them."""
+    found = []
+    if config.early_stopping:
+        found.append(
+            keras.callbacks.EarlyStopping(
+                "val_loss" if config.regression else "val_accuracy",
+                patience=config.early_stopping,
+                restore_best_weights=True,
+            )
+        )
+    if config.schedule == "plateau":
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                "val_loss",
+                factor=config.step_factor,
+                patience=max(1, config.step_epochs // 2),
+            )
+        )
+    return found
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops a fit at the first batch whose loss is not finite and remembers the
+    epoch (Keras' TerminateOnNaN only prints it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad_epoch: int | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_epoch = self.epoch
+            self.model.stop_training = True
+
+
+def load_data(config: TrainConfig) -> dp.Splits:
+    """The run's splits; labels become one-hot when the loss needs them."""
+    splits = dp.load(
+        config.dataset,
+        image_size=config.image_size,
+        channels=config.channels,
+        batch_size=config.batch_size,
+        val_fraction=config.val_fraction,
+        augment=config.augment,
+        normalize=config.normalize,
+        seed=config.seed,
+        deterministic=config.deterministic,
+        data_dir=config.data_dir,
+        label_column=config.label_column,
+        regression=config.regression,
+    )
+    if needs_one_hot(config, splits.info) and splits.info.label_mode == "int":
+        n = splits.info.num_classes
+
+        def encode(ds):
+            return ds.map(lambda x, y: (x, tf.one_hot(y, n)), tf.data.AUTOTUNE)
+
+        splits = dp.Splits(
+            encode(splits.train), encode(splits.val), encode(splits.test), splits.info
+        )
+    return splits
+
+
+def set_seeds(config: TrainConfig) -> None:
+    """Seed Python, NumPy and Keras; with `deterministic`, TensorFlow's ops too."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def distribution(config: TrainConfig) -> tf.distribute.Strategy:
+    """MirroredStrategy over the GPUs, or over the logical CPUs when there are none;
+    else TensorFlow's default strategy."""
+    if config.strategy == "mirrored":
+        devices = tf.config.list_logical_devices(
+            "GPU"
+        ) or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    return tf.distribute.get_strategy()
