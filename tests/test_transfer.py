@@ -5,7 +5,11 @@ import importlib.util
 import json
 import pathlib
 import re
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 
 import keras
 import numpy as np
@@ -342,6 +346,125 @@ def test_cli_flags_are_the_finetune_options():
     assert "activation" not in dests and "epochs" not in dests  # train only
 
 
+# --- the run lifecycle: resume, strategies ------------------------------------------
+
+FINETUNE_ARGS = [
+    "--head-epochs",
+    "3",
+    "--finetune-epochs",
+    "3",
+    "--unfreeze",
+    "stage3",
+    "--batch-size",
+    "128",
+    "--augment",
+    "rotate:0.05",
+    "--deterministic",
+]
+
+
+def finetune_cli(*args, cwd):
+    return subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "finetune", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_finetune(pretrained, tmp_path_factory):
+    root = tmp_path_factory.mktemp("full")
+    proc = finetune_cli(
+        str(pretrained), *FINETUNE_ARGS, "--run-dir", str(root), cwd=root
+    )
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    return next(root.iterdir())
+
+
+@pytest.mark.parametrize(
+    "kill_after", [1, 4], ids=["in-head-phase", "in-finetune-phase"]
+)
+def test_finetune_resume_after_sigkill_equals_an_uninterrupted_run(
+    pretrained, uninterrupted_finetune, kill_after, tmp_path
+):
+    """Killed in either phase, `zoo finetune --resume` ends with the same weights,
+    history and phases as a run that was never interrupted."""
+    proc = finetune_cli(
+        str(pretrained), *FINETUNE_ARGS, "--run-dir", str(tmp_path), "--name", "cut",
+        cwd=tmp_path,
+    )  # fmt: skip
+    progress = tmp_path / "cut" / "checkpoints" / "progress.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (
+            progress.exists()
+            and json.loads(progress.read_text())["epoch"] >= kill_after
+        ):
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(progress.read_text())["epoch"]
+    assert kill_after <= done < 6, "the kill must land mid-training"
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+
+    resumed = finetune_cli("--resume", str(tmp_path / "cut"), cwd=tmp_path)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    history = pd.read_csv(tmp_path / "cut" / "history.csv")
+    full = pd.read_csv(uninterrupted_finetune / "history.csv")
+    assert list(history["phase"]) == ["head"] * 3 + ["finetune"] * 3
+    np.testing.assert_allclose(history["loss"], full["loss"], rtol=1e-6)
+    for name in ("last.keras", "best.keras"):
+        a = zoo.load_model(tmp_path / "cut" / name).get_weights()
+        b = zoo.load_model(uninterrupted_finetune / name).get_weights()
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), name
+
+
+def test_finetune_resume_refuses_other_settings(uninterrupted_finetune, tmp_path):
+    with pytest.raises(ValueError, match="conflict with the run's transfer.json: "
+                       "finetune_learning_rate=0.01 .run has 0.0001."):  # fmt: skip
+        transfer.finetune(resume=uninterrupted_finetune, finetune_lr=0.01)
+    with pytest.raises(ValueError, match="conflict with the run's config: batch_size"):
+        transfer.finetune(resume=uninterrupted_finetune, batch_size=32)
+    with pytest.raises(ValueError, match="is a `zoo train` run; resume it with zoo"):
+        transfer.finetune(resume=_train_run(tmp_path))
+
+
+def _train_run(root):
+    return training.train(
+        "mlp", "digits", epochs=1, run_dir=str(root), verbose=0
+    ).run_dir
+
+
+def test_finetune_with_a_mirrored_strategy_on_two_logical_cpus(pretrained, tmp_path):
+    script = textwrap.dedent(f"""
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from zoo import transfer
+        r = transfer.finetune({str(pretrained)!r}, "digits", head_epochs=2,
+                              finetune_epochs=2, unfreeze_top="stage3",
+                              strategy="mirrored", batch_size=128,
+                              run_dir={str(tmp_path)!r}, name="m", verbose=0)
+        print("RESULT", r.metrics["replicas"], r.metrics["epochs"],
+              r.metrics["best_phase"], r.metrics["test_accuracy"])
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    _, replicas, epochs, best_phase, accuracy = (
+        out.stdout.strip().splitlines()[-1].split()
+    )
+    assert (int(replicas), int(epochs)) == (2, 4)
+    assert best_phase in transfer.PHASES and 0 <= float(accuracy) <= 1
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["strategy"] == "mirrored"
+
+
 # --- keras.applications --------------------------------------------------------------
 
 
@@ -504,7 +627,10 @@ def test_cli_finetune_runs_both_phases(pretrained, tmp_path, capsys):
             ["keras:MobileNetV2", "--weights", "none", "--image-size", "16"],
             r"MobileNetV2 cannot take input_shape=\(16, 16, 3\).*--image-size",
         ),
-        (["PRETRAINED", "--name", "taken"], "'.*taken' already exists; resume it with zoo finetune --resume"),
+        (
+            ["PRETRAINED", "--name", "taken"],
+            "'.*taken' already exists; resume it with zoo finetune --resume",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(pretrained, tmp_path, capsys, args, message):

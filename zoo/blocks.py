@@ -302,7 +302,9 @@ class ChannelPad(layers.Layer):
         return {**super().get_config(), "channels": self.channels}
 
 
-def nested_layers(model: keras.Model, *, containers: bool = False) -> list[layers.Layer]:
+def nested_layers(
+    model: keras.Model, *, containers: bool = False
+) -> list[layers.Layer]:
     """The layers of `model` in order, nested models expanded, inputs left out.
 
     Keras' `model.layers` stops at a nested model (a keras.applications backbone
