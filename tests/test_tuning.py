@@ -196,6 +196,25 @@ def test_best_model_retrained_and_exported(mlp_search, tmp_path):
         retrained.metrics["test_accuracy"], abs=1e-6
     )
     assert retrained.metrics["test_accuracy"] > 0.5
+    # a run like zoo train's: the same files (test_training checks them there)
+    run = retrained.run_dir
+    assert {p.name for p in run.iterdir()} >= {
+        "config.json",
+        "dataset.json",
+        "best.keras",
+        "last.keras",
+        "checkpoints",
+        "history.csv",
+        "tensorboard",
+        "loss.png",
+        "accuracy.png",
+        "confusion_matrix.png",
+        "metrics.json",
+    }
+    progress = json.loads((run / "checkpoints" / "progress.json").read_text())
+    assert progress["epoch"] == best_epoch and progress["done"] == [None]
+    assert list(pd.read_csv(run / "history.csv")["epoch"]) == list(range(best_epoch))
+    assert list((run / "tensorboard" / "train").glob("events.out.tfevents.*"))
 
 
 def test_resume_keeps_finished_trials(mlp_search, tmp_path):
