@@ -22,6 +22,7 @@ import tensorflow as tf
 import data_pipelines
 import zoo
 from zoo import cli, export
+from zoo.blocks import nested_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = [f"digit_{i}" for i in range(10)]
@@ -213,7 +214,7 @@ def _digits_rgb32(n: int) -> np.ndarray:
 def _batch_norms(model: keras.Model) -> list[str]:
     return [
         layer.name
-        for layer in export._all_layers(model)
+        for layer in nested_layers(model, containers=True)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 
@@ -329,7 +330,7 @@ def test_freeze_filters_bad_values_write_nothing(lenet, tmp_path, monkeypatch):
     ):
         export.export_saved_model(lenet, base, freeze_filters="yes")
     # LeNet-5's two filters take 10,400 bytes (5x5x1x6 and 5x5x6x16 float32).
-    monkeypatch.setattr(export, "_FREEZE_MAX_BYTES", 10_000)
+    monkeypatch.setattr(export.rewrites, "_FREEZE_MAX_BYTES", 10_000)
     with pytest.raises(
         ValueError,
         match=r"freeze_filters=True received a model with 0\.0 GiB of convolution "
@@ -449,7 +450,7 @@ def test_killed_export_leaves_no_partial_version(exported, tmp_path):
         def verify(path, samples, **options):  # the SavedModel is written: stall
             pathlib.Path({str(marker)!r}).write_text(str(path))
             time.sleep(600)
-        export.verify = verify
+        export.savedmodel.verify = verify  # what export_saved_model calls
         model = keras.saving.load_model({str(exported / "model.keras")!r})
         export.export_saved_model(model, {str(base)!r})
     """)
