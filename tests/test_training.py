@@ -426,7 +426,9 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
         cwd=tmp_path,
     )
     one_line_error(
-        out, "loss became NaN in epoch 2; training stopped. The last good checkpoint is"
+        out,
+        "loss became NaN in epoch 2; training stopped. The last good checkpoint "
+        "(epoch 1) is",
     )
     assert "Try a lower learning rate" in out.stderr
     history = pd.read_csv(tmp_path / "n" / "history.csv")
@@ -582,3 +584,18 @@ def test_cli_flags_are_generated_from_the_config():
     assert {"strategy", "mixed_precision", "deterministic"} <= set(
         config.options_for("finetune")
     )
+
+
+def test_resuming_a_finished_run_keeps_its_models(tmp_path):
+    """--resume on a run that already ended fits nothing and rewrites the same
+    models and metrics (a kill after the last epoch lands here)."""
+    first = training.train(
+        "mlp", "digits", epochs=3, run_dir=str(tmp_path), name="r", verbose=0
+    )
+    before = {n: weights(first.run_dir / n) for n in ("last.keras", "best.keras")}
+    (first.run_dir / "metrics.json").unlink()
+    again = training.train(resume=first.run_dir, verbose=0)
+    assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+    for name, values in before.items():
+        assert max_diff(weights(first.run_dir / name), values) == 0, name
+    assert len(again.history) == 3

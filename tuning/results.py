@@ -28,7 +28,7 @@ import tensorflow as tf
 
 import data_pipelines as dp
 from tuning import hypermodels, spaces
-from zoo import files, recipe, runs
+from zoo import files, plots, recipe, runs
 from zoo.config import TrainConfig, options_for
 
 # The search's shared constants live here, in the lowest of its modules: `tuner` and
@@ -421,15 +421,13 @@ def plot_results(
     score_vs_hyperparameters.png (one panel per hyperparameter)."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     objective = spec["objective"]
     best_of = max if OBJECTIVES[objective] == "max" else min
     done = table[table["status"] == "COMPLETED"]
     paths = [Path(directory, name) for name in PLOTS]
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plots.figure(figsize=(7, 4))
+    ax = axes[0, 0]
     number = done.index + 1
     ax.plot(number, done[objective], "o", label=objective)
     best = done[objective].expanding().apply(lambda s: best_of(s)) if len(done) else []
@@ -455,7 +453,7 @@ def plot_results(
     ]
     cols = min(4, max(1, len(hps)))
     rows = max(1, math.ceil(len(hps) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = plots.figure(rows, cols, figsize=(4 * cols, 3 * rows))
     for ax, hp in zip(axes.flat, hps, strict=False):
         values = done[hp.name]
         shown = values.notna()

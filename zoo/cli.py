@@ -472,55 +472,8 @@ def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
     add_config_flags(p, "finetune")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zoo",
-        description="Keras model zoo: build, describe, train, tune and export models.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("list", help="list the models (no TensorFlow import)")
-    p.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'resnet*'")
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser(
-        "info", help="per-layer table: shapes, params, FLOPs, receptive field"
-    )
-    p.add_argument("name")
-    p.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        default=None,
-        help="H,W,C (default: the model's reference input)",
-    )
-    p.add_argument("--num-classes", type=int, default=None)
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("train", help="train, evaluate and record a run")
-    _add_train_flags(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "finetune",
-        help="transfer a trained model: train a new head, then fine-tune",
-        description="Phase 1 trains a new classifier on the frozen backbone (--lr); "
-        "phase 2 unfreezes --unfreeze and trains with --finetune-lr. One run "
-        "directory records both (history.csv has a phase column).",
-    )
-    _add_finetune_flags(p)
-    p.set_defaults(func=cmd_finetune)
-
-    p = sub.add_parser("evaluate", help="test metrics of a run's best model")
-    p.add_argument("run_dir")
-    p.add_argument(
-        "--dataset",
-        default=None,
-        help="another source with the same "
-        "input size (default: the run's own test split)",
-    )
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("export", help="verified SavedModel for TF Serving (+ .keras)")
+def _add_export_flags(p: argparse.ArgumentParser) -> None:
+    """`zoo export`: each flag is an argument of `export.export_saved_model`."""
     p.add_argument(
         "source", help="run directory (best.keras/last.keras) or .keras file"
     )
@@ -572,6 +525,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep convolution filters as SavedModel variables (default: graph "
         "constants up to 1 GiB, which oneDNN runs faster at small batches)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zoo",
+        description="Keras model zoo: build, describe, train, tune and export models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list the models (no TensorFlow import)")
+    p.add_argument("pattern", nargs="?", default="*", help="wildcard, e.g. 'resnet*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser(
+        "info", help="per-layer table: shapes, params, FLOPs, receptive field"
+    )
+    p.add_argument("name")
+    p.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        default=None,
+        help="H,W,C (default: the model's reference input)",
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="train, evaluate and record a run")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "finetune",
+        help="transfer a trained model: train a new head, then fine-tune",
+        description="Phase 1 trains a new classifier on the frozen backbone (--lr); "
+        "phase 2 unfreezes --unfreeze and trains with --finetune-lr. One run "
+        "directory records both (history.csv has a phase column).",
+    )
+    _add_finetune_flags(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="test metrics of a run's best model")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="another source with the same "
+        "input size (default: the run's own test split)",
+    )
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="verified SavedModel for TF Serving (+ .keras)")
+    _add_export_flags(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("predict", help="top-k table for image files (SavedModel)")

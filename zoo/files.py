@@ -70,12 +70,9 @@ def save_weights(model, path: str | os.PathLike) -> None:
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
-    """Save a matplotlib figure as PNG atomically, then close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib Figure (see `zoo.plots.figure`) as PNG atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def slug(dataset: str) -> str:

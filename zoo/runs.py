@@ -47,6 +47,9 @@ LOCK_FILE = ".lock"
 # Learning curves are redrawn at most this often during a run (and at its end):
 # drawing them costs more than a short epoch.
 PLOT_EVERY_SECONDS = 30.0
+# A checkpoint is due when the time since the last one reaches this multiple of
+# what the last one cost (see RunRecorder).
+CHECKPOINT_COST_RATIO = 20
 
 
 @dataclass
@@ -219,27 +222,42 @@ def _is_best(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
 def load_weights(model: keras.Model, path: Path) -> None:
     """Layer weights and, when the optimizer matches, its state. A checkpoint of
     another phase holds another optimizer's state, which Keras skips with a
-    warning; the layer weights are what is wanted then."""
+    warning; the layer weights are what is wanted then. A best epoch kept in
+    memory until a checkpoint is a `.npz` of `model.get_weights()`."""
+    if path.suffix == ".npz":
+        with np.load(path) as saved:
+            model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+        return
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
         model.load_weights(path)
 
 
 class RunRecorder(recipe.NaNGuard):
-    """Per epoch: a checkpoint (weights + optimizer state), then progress.json, the
-    source of truth, then history.csv derived from it; curves every
-    PLOT_EVERY_SECONDS. Every write is atomic, so a kill at any point leaves a
-    resumable run. Keras' BackupAndRestore writes its epoch file in place after
-    the weights, so a kill between the two resumes the wrong epoch; CSVLogger and
-    ModelCheckpoint write in place too."""
+    """Records a run: history.csv every epoch; a checkpoint (weights with optimizer
+    state, and the best epoch's weights) then progress.json, the source of truth,
+    when one is due; the curves every PLOT_EVERY_SECONDS.
+
+    A checkpoint is due when the time since the last one is CHECKPOINT_COST_RATIO
+    times what the last one cost: every epoch when epochs are long, every few
+    when they are short, so checkpoints take at most ~5 % of a run; a resume is
+    exact either way (it replays from the checkpoint). Every write is atomic, so a
+    kill at any point leaves a resumable run. Keras' BackupAndRestore writes its
+    epoch file in place after the weights (a kill between the two resumes the
+    wrong epoch); CSVLogger and ModelCheckpoint write in place too.
+    """
 
     def __init__(self, run: Run, progress: dict[str, Any]) -> None:
         super().__init__()
         self.run = run
         self.state = progress
-        self.rows: list[dict[str, Any]] = progress["rows"]
+        self.rows: list[dict[str, Any]] = list(progress["rows"])
         self.phase: str | None = None
-        self.plotted = time.monotonic()
+        self.best: tuple[int, list] | None = None  # not yet checkpointed
+        self.plotted = self.saved = time.monotonic()
+        self.save_cost = 0.0
+        if self.rows:  # resumed: epochs after the checkpoint will be re-run
+            self.write_history()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         logs = dict(logs or {})
@@ -255,36 +273,59 @@ class RunRecorder(recipe.NaNGuard):
         row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         if self.phase is not None:
             row["phase"] = self.phase
-        best = _is_best(row, self.rows)
+        if _is_best(row, self.rows):
+            self.best = (epoch + 1, self.model.get_weights())
         self.rows.append(row)
-        self.save(f"epoch-{epoch + 1:04d}.weights.h5", best, epoch=epoch + 1)
+        self.write_history()
+        if time.monotonic() - self.saved >= CHECKPOINT_COST_RATIO * self.save_cost:
+            self.checkpoint()
         if time.monotonic() - self.plotted > PLOT_EVERY_SECONDS:
             self.plot()
 
     def end_phase(self) -> None:
         """Record the phase as done, with the model as the phase left it (after
         EarlyStopping restored its best weights, for example)."""
-        done = [*self.state["done"], self.phase]
-        self.save(f"end-{len(done)}.weights.h5", False, done=done)
+        self.checkpoint(done=[*self.state["done"], self.phase])
 
-    def save(self, weights: str, best: bool, **state: Any) -> None:
+    def checkpoint(self, **state: Any) -> None:
+        """Write the latest weights and the best epoch's, then progress.json."""
+        started = time.monotonic()
         ckpt = self.run.checkpoints
         ckpt.mkdir(exist_ok=True)
-        files.save_weights(self.model, ckpt / weights)
+        epoch = len(self.rows)
+        name = (
+            f"epoch-{epoch:04d}.weights.h5" if not state else f"end-{epoch}.weights.h5"
+        )
+        files.save_weights(self.model, ckpt / name)
+        best = self.state.get("best")
+        if self.best is not None:
+            best_epoch, weights = self.best
+            if best_epoch == epoch and not state:  # the same weights as `name`
+                best = name
+            else:
+                best = f"best-{best_epoch:04d}.npz"
+                with files.atomic_path(ckpt / best) as tmp:
+                    np.savez(tmp, *weights)
+            self.best = None
         self.state.update(
             state,
+            epoch=epoch,
             phase=self.phase,
-            weights=weights,
-            best=weights if best else self.state.get("best"),
+            weights=name,
+            best=best,
             rows=self.rows,
         )
         files.write_json(ckpt / PROGRESS_FILE, self.state)
-        keep = {weights, self.state["best"], PROGRESS_FILE}
         for path in ckpt.iterdir():
-            if path.name not in keep:
+            if path.name not in {name, best, PROGRESS_FILE}:
                 path.unlink()
-        history = self.history().to_csv(index=False)
-        files.write_atomic(self.run.file(HISTORY_FILE), history)
+        self.saved = time.monotonic()
+        self.save_cost = self.saved - started
+
+    def write_history(self) -> None:
+        files.write_atomic(
+            self.run.file(HISTORY_FILE), self.history().to_csv(index=False)
+        )
 
     def history(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -359,6 +400,10 @@ def _fit_phases(
         if recorder.bad_epoch is not None:
             _stop_on_nan(run, model, recorder, phase)
         recorder.end_phase()
+    if not replayed and progress.get("weights"):  # every phase was done before
+        recipe.compile_model(model, phases[-1].config, splits.info)
+        model.optimizer.build(model.trainable_variables)
+        load_weights(model, run.checkpoints / progress["weights"])
     return trainable
 
 
@@ -367,8 +412,11 @@ def _stop_on_nan(run: Run, model: keras.Model, recorder: RunRecorder, phase: Pha
     none), then raise a TrainingError that says what to try."""
     where = f" ({phase.name} phase)" if phase.name else ""
     if recorder.state.get("weights"):
-        _write_models(run, model, recorder.state)
-        kept = f"The last good checkpoint is {run.file(LAST_MODEL)}."
+        _write_models(run, model, recorder, reload=True)
+        kept = (
+            f"The last good checkpoint (epoch {recorder.state['epoch']}) is "
+            f"{run.file(LAST_MODEL)}."
+        )
     else:  # nothing to resume from: leave no half-written run behind
         run.unlock()
         shutil.rmtree(run.path, ignore_errors=True)
@@ -380,11 +428,19 @@ def _stop_on_nan(run: Run, model: keras.Model, recorder: RunRecorder, phase: Pha
     )
 
 
-def _write_models(run: Run, model: keras.Model, progress: dict[str, Any]) -> None:
-    """last.keras (the latest checkpoint) and best.keras (the best epoch's)."""
-    load_weights(model, run.checkpoints / progress["weights"])
+def _write_models(
+    run: Run, model: keras.Model, recorder: RunRecorder, reload: bool = False
+) -> None:
+    """last.keras and best.keras (the best epoch's weights, from memory if no
+    checkpoint holds them yet). `model` holds the latest checkpoint's state, or
+    is reloaded from it (`reload`, after a NaN)."""
+    progress = recorder.state
+    if reload:
+        load_weights(model, run.checkpoints / progress["weights"])
     files.save_model(model, run.file(LAST_MODEL))
-    if progress.get("best") and progress["best"] != progress["weights"]:
+    if recorder.best is not None:
+        model.set_weights(recorder.best[1])
+    elif progress.get("best") and progress["best"] != progress["weights"]:
         load_weights(model, run.checkpoints / progress["best"])
     files.save_model(model, run.file(BEST_MODEL))
 
@@ -536,7 +592,7 @@ def execute(
             recorder = RunRecorder(run, run.progress())
             trainable = _fit_phases(run, model, splits, phases, recorder, verbose)
             recorder.plot()
-            _write_models(run, model, recorder.state)
+            _write_models(run, model, recorder)
         best = zoo.load_model(run.file(BEST_MODEL))
         metrics = {
             **_evaluate(run, best, splits),
