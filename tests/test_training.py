@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import zoo
-from zoo import training
+from zoo import cli, training
 
 FAST = ["--image-size", "16", "--batch-size", "64"]
 
@@ -26,6 +26,14 @@ def zoo_cli(*args, cwd, timeout=600):
         text=True,
         timeout=timeout,
     )
+
+
+def zoo_main(*args, capsys):
+    """`zoo ...` in this process: bad input fails before training, so the seconds a
+    fresh process spends importing TensorFlow would be the whole test."""
+    code = cli.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
 def weights(path):
@@ -198,7 +206,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from zoo import training
+        from zoo import cli, training
         r = training.train("lenet5", "digits", image_size=16, epochs=6,
                            strategy="mirrored", run_dir={str(tmp_path)!r}, name="m",
                            verbose=0)
@@ -329,17 +337,17 @@ def one_line_error(out, message):
         (["--dataset", "idx:AFILE"], "afile' is a file; pass the directory holding it"),
     ],
 )
-def test_cli_bad_training_input(args, message, tmp_path):
+def test_cli_bad_training_input(args, message, tmp_path, capsys):
     afile = tmp_path.parent / "afile"  # outside tmp_path, which must stay empty
     afile.write_text("")
     args = [a.replace("AFILE", str(afile)) for a in args]
-    out = zoo_cli("train", "lenet5", *args, "--run-dir", str(tmp_path), cwd=tmp_path)
+    out = zoo_main("train", "lenet5", *args, "--run-dir", tmp_path, capsys=capsys)
     one_line_error(out, message)
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
-def test_model_too_big_for_the_data_names_the_image_size(tmp_path):
-    out = zoo_cli("train", "alexnet", "--run-dir", str(tmp_path), cwd=tmp_path)
+def test_model_too_big_for_the_data_names_the_image_size(tmp_path, capsys):
+    out = zoo_main("train", "alexnet", "--run-dir", tmp_path, capsys=capsys)
     one_line_error(
         out,
         "alexnet needs inputs of at least 63x63; received "
@@ -348,19 +356,20 @@ def test_model_too_big_for_the_data_names_the_image_size(tmp_path):
     assert "The digits images are 8x8." in out.stderr
 
 
-def test_cli_bad_config_files_and_run_dirs(tmp_path):
+def test_cli_bad_config_files_and_run_dirs(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.toml").write_text("epochs = [")
     one_line_error(
-        zoo_cli("train", "--config", "bad.toml", cwd=tmp_path),
+        zoo_main("train", "--config", "bad.toml", capsys=capsys),
         "cannot parse 'bad.toml' as TOML",
     )
     (tmp_path / "keys.toml").write_text("epoch = 3\n")
     one_line_error(
-        zoo_cli("train", "--config", "keys.toml", cwd=tmp_path),
+        zoo_main("train", "--config", "keys.toml", capsys=capsys),
         "unknown key(s) epoch in keys.toml; allowed: model, dataset",
     )
     one_line_error(
-        zoo_cli("train", "--resume", str(tmp_path), cwd=tmp_path),
+        zoo_main("train", "--resume", str(tmp_path), capsys=capsys),
         "is not a run directory (no config.json)",
     )
     run = tmp_path / "r"
@@ -369,11 +378,11 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path):
         json.dumps(training.TrainConfig(epochs=5).to_dict())
     )
     one_line_error(
-        zoo_cli("train", "--resume", str(run), "--epochs", "9", cwd=tmp_path),
+        zoo_main("train", "--resume", str(run), "--epochs", "9", capsys=capsys),
         "flags conflict with the run's config: epochs=9 (run has 5)",
     )
     one_line_error(
-        zoo_cli(
+        zoo_main(
             "train",
             "lenet5",
             "--image-size",
@@ -382,28 +391,26 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path):
             str(tmp_path),
             "--name",
             "r",
-            cwd=tmp_path,
+            capsys=capsys,
         ),
         f"run directory '{run}' already exists",
     )
     one_line_error(
-        zoo_cli("evaluate", str(tmp_path), cwd=tmp_path),
+        zoo_main("evaluate", str(tmp_path), capsys=capsys),
         "is not a finished run directory",
     )
 
 
-def test_nan_loss_in_the_first_epoch_leaves_no_run_directory(tmp_path):
+def test_nan_loss_in_the_first_epoch_leaves_no_run_directory(tmp_path, capsys):
     args = ["mlp", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "2"]
-    out = zoo_cli(
-        "train", *args, "--run-dir", str(tmp_path), "--name", "n", cwd=tmp_path
-    )
+    out = zoo_main("train", *args, "--run-dir", tmp_path, "--name", "n", capsys=capsys)
     one_line_error(out, "loss became NaN in epoch 1; training stopped. No epoch ended")
     assert not any(tmp_path.iterdir())  # the name is free again
 
 
-def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     # The step schedule multiplies the rate by 1e12 after epoch 1: NaN in epoch 2.
-    out = zoo_cli(
+    out = zoo_main(
         "train",
         "lenet5",
         *FAST,
@@ -420,10 +427,10 @@ def test_nan_loss_stops_at_once_and_keeps_the_last_good_checkpoint(tmp_path):
         "--step-factor",
         "1e12",
         "--run-dir",
-        str(tmp_path),
+        tmp_path,
         "--name",
         "n",
-        cwd=tmp_path,
+        capsys=capsys,
     )
     one_line_error(
         out,
@@ -536,8 +543,8 @@ def test_cli_evaluate_a_regression_run(regression_run):
         ),
     ],
 )
-def test_cli_bad_regression_input(args, message, tmp_path):
-    out = zoo_cli("train", "mlp", *args, "--run-dir", str(tmp_path), cwd=tmp_path)
+def test_cli_bad_regression_input(args, message, tmp_path, capsys):
+    out = zoo_main("train", "mlp", *args, "--run-dir", tmp_path, capsys=capsys)
     one_line_error(out, message)
     assert not any(tmp_path.iterdir())
 

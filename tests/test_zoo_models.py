@@ -94,17 +94,17 @@ def test_builds_small_trains_and_round_trips(name, tmp_path):
         if g is None or not np.any(g) or not np.all(np.isfinite(g))
     ]
     assert dead == []
-    model.compile(
-        optimizer=keras.optimizers.SGD(1e-3), loss="sparse_categorical_crossentropy"
-    )
-    assert np.isfinite(model.train_on_batch(x, y))
+    # One optimizer step, eagerly: fit's traced step costs seconds per deep model
+    # and tests Keras, not the model.
+    before = [np.array(w) for w in model.trainable_weights]
+    keras.optimizers.SGD(1e-3).apply(grads, model.trainable_weights)
+    after = model.trainable_weights
+    assert all(not np.array_equal(a, w) for a, w in zip(before, after, strict=True))
 
     path = tmp_path / f"{name}.keras"
     model.save(path)
     again = keras.saving.load_model(path)
-    np.testing.assert_array_equal(
-        model.predict(x, verbose=0), again.predict(x, verbose=0)
-    )
+    np.testing.assert_array_equal(model(x, training=False), again(x, training=False))
 
 
 @pytest.mark.parametrize("name", params(MODELS))
