@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sklearn.exceptions import ConvergenceWarning
 
 if TYPE_CHECKING:
-    from tuning.results import _RecordingOracle
+    from tuning.results import RecordingOracle
 
 ROLES = ("chief", "worker")
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
@@ -35,7 +35,7 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def _kerastuner_settings(
+def kerastuner_settings(
     role: str | None, address: str, worker_id: str | None, timeout: float
 ) -> Iterator[None]:
     """KerasTuner's settings for the search (and nothing else): the distribution
@@ -83,7 +83,7 @@ def _silenced(method):
     return silent
 
 
-def _wait_for_oracle(address: str, timeout: float) -> None:
+def wait_for_oracle(address: str, timeout: float) -> None:
     """Bounded wait for the chief's gRPC server."""
     import grpc
 
@@ -100,7 +100,7 @@ def _wait_for_oracle(address: str, timeout: float) -> None:
         channel.close()
 
 
-def _serve(oracle: _RecordingOracle, address: str, idle_timeout: float) -> None:
+def serve_oracle(oracle: RecordingOracle, address: str, idle_timeout: float) -> None:
     """The chief: KerasTuner's gRPC oracle service until every trial has ended and
     every worker was told to stop (as `oracle_chief.start_server`, plus a clean
     shutdown and a bounded wait when no worker shows up).
@@ -132,7 +132,7 @@ def _serve(oracle: _RecordingOracle, address: str, idle_timeout: float) -> None:
         server.stop(grace=5).wait()
 
 
-def _check_can_listen(address: str) -> None:
+def check_can_listen(address: str) -> None:
     host, port = parse_address(address)
     try:
         family = socket.getaddrinfo(host, port)[0][0]

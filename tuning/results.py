@@ -63,7 +63,7 @@ METRICS = (
 # --- the oracle side: per-trial line, results table -----------------------------------
 
 
-class _Recorder:
+class TrialRecorder:
     """Where the oracle lives (the search process, or the chief): one line per
     finished trial and the results CSV, rewritten atomically after every trial."""
 
@@ -113,11 +113,11 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-class _RecordingOracle:
+class RecordingOracle:
     """Mixed into KerasTuner's oracles: records who ran each trial and how often it
     ended (persisted in oracle.json), and tells the recorder when a trial ends."""
 
-    recorder: _Recorder | None = None
+    recorder: TrialRecorder | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,9 +155,9 @@ class _RecordingOracle:
 
 
 @functools.cache
-def _recording(oracle_class: type) -> type:
+def recording_oracle(oracle_class: type) -> type:
     return type(
-        f"Recording{oracle_class.__name__}", (_RecordingOracle, oracle_class), {}
+        f"Recording{oracle_class.__name__}", (RecordingOracle, oracle_class), {}
     )
 
 
@@ -184,7 +184,7 @@ def results_table(oracle: kt.Oracle, directory: str | os.PathLike) -> pd.DataFra
             {name: trial.metrics.get_best_value(name) for name in trial.metrics.metrics}
         )
         error = Path(directory, PROJECT, f"trial_{trial_id}", ERROR_FILE)
-        row["error"] = _last_line(error.read_text()) if error.is_file() else None
+        row["error"] = error_line(error.read_text()) if error.is_file() else None
         rows.append(row)
     names = [
         "trial_id",
@@ -212,7 +212,7 @@ def _typed(table: pd.DataFrame, space) -> pd.DataFrame:
     return table
 
 
-def _last_line(text: str) -> str:
+def error_line(text: str) -> str:
     """The exception line of a traceback, without the module path of its class."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     last = lines[-1] if lines else "unknown error"

@@ -36,11 +36,11 @@ import keras_tuner as kt
 from tuning import hypermodels, spaces, worker
 from tuning.distributed import (
     ROLES,
-    _check_can_listen,
-    _kerastuner_settings,
-    _serve,
-    _wait_for_oracle,
+    check_can_listen,
+    kerastuner_settings,
     parse_address,
+    serve_oracle,
+    wait_for_oracle,
 )
 from tuning.results import (
     DATA_OPTIONS,
@@ -52,11 +52,11 @@ from tuning.results import (
     SPEC_FILE,
     TABLE_FILE,
     SearchResult,
-    _last_line,
-    _Recorder,
-    _recording,
+    TrialRecorder,
+    error_line,
     load_results,
     plot_results,
+    recording_oracle,
     results_table,
 )
 from tuning.tuner import IDLE_POLL_SECONDS, ZooTuner
@@ -171,7 +171,7 @@ def _make_oracle(
         options["max_trials"] = max_trials
     if tuner == "bayesian":
         options["num_initial_points"] = max(3, max_trials // 3)
-    oracle = _recording(TUNERS[tuner])(**options)
+    oracle = recording_oracle(TUNERS[tuner])(**options)
     oracle.max_trials = max_trials  # Hyperband too: brackets repeat until max_trials
     oracle.verbose = 0  # KerasTuner's own per-trial printout; we print one line
     return oracle
@@ -245,7 +245,7 @@ def _run_search(
     try:
         if distributed == "chief":
             zoo_tuner.save()
-            _serve(oracle, oracle_address, oracle_timeout)
+            serve_oracle(oracle, oracle_address, oracle_timeout)
         else:
             zoo_tuner.search(verbose=0)
     except RuntimeError as err:
@@ -253,7 +253,7 @@ def _run_search(
             raise
         raise ValueError(
             f"search stopped: {str(err).splitlines()[0]} Last error: "
-            f"{_last_line(str(err))}. See {directory / TABLE_FILE}."
+            f"{error_line(str(err))}. See {directory / TABLE_FILE}."
         ) from None
     except Exception as err:
         if type(err).__module__.startswith("grpc"):
@@ -351,10 +351,10 @@ def search(
         "max_trials": max_trials,
     }
     if distributed == "chief":
-        _check_can_listen(oracle_address)
-    with _kerastuner_settings(distributed, oracle_address, worker_id, oracle_timeout):
+        check_can_listen(oracle_address)
+    with kerastuner_settings(distributed, oracle_address, worker_id, oracle_timeout):
         if distributed == "worker":
-            _wait_for_oracle(oracle_address, oracle_timeout)
+            wait_for_oracle(oracle_address, oracle_timeout)
         if isolate and distributed != "chief":
             worker.start()
         info = recipe.load_data(config).info
@@ -373,7 +373,7 @@ def search(
             max_consecutive_failed_trials,
         )
         if distributed != "worker":
-            oracle.recorder = _Recorder(directory, objective, verbose)
+            oracle.recorder = TrialRecorder(directory, objective, verbose)
         zoo_tuner = ZooTuner(
             oracle,
             model_maker,

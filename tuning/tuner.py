@@ -11,7 +11,7 @@ from typing import Any
 import keras_tuner as kt
 
 from tuning import hypermodels, worker
-from tuning.results import ERROR_FILE, _last_line
+from tuning.results import ERROR_FILE, error_line
 from zoo import files
 
 # Seconds a tuner waits before asking again when the oracle answered IDLE.
@@ -104,7 +104,7 @@ class ZooTuner(kt.Tuner):
             text = str(err) if self.isolate else traceback.format_exc()
             path = Path(self.get_trial_dir(trial.trial_id), ERROR_FILE)
             files.write_atomic(path, text)
-            raise kt.errors.FailedTrialError(_last_line(text)) from err
+            raise kt.errors.FailedTrialError(error_line(text)) from err
         return {**metrics, "seconds": time.perf_counter() - started}
 
     def on_trial_end(self, trial) -> None:

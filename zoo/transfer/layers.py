@@ -57,7 +57,9 @@ def stages(model: keras.Model) -> list[str]:
     return list(dict.fromkeys(s for s in found if s))
 
 
-def _resolve(model: keras.Model, spec: int | float | str, arg: str, last: bool) -> int:
+def resolve_layer(
+    model: keras.Model, spec: int | float | str, arg: str, last: bool
+) -> int:
     """Index into `nested_layers(model)` named by `spec`.
 
     A layer name gives its index; a stage its last (`last=True`) or first layer;
@@ -114,7 +116,7 @@ def freeze(model: keras.Model, until: int | float | str | None = None) -> keras.
         ]
         end = weighted[-2] if len(weighted) > 1 else -1
     else:
-        end = _resolve(model, until, "until", last=True)
+        end = resolve_layer(model, until, "until", last=True)
     for layer in nested_layers(model)[: end + 1]:
         layer.trainable = False
     return model
@@ -144,7 +146,7 @@ def unfreeze(
         The model (modified in place).
     """
     layers = nested_layers(model)
-    start = 0 if top is None else _resolve(model, top, "unfreeze", last=False)
+    start = 0 if top is None else resolve_layer(model, top, "unfreeze", last=False)
     for container in _containers(model):
         if not container.trainable:  # setting it may reset the flags below it
             states = [(layer, layer.trainable) for layer in nested_layers(container)]
@@ -164,7 +166,7 @@ def check_unfreezes_something(
     model: keras.Model, top: int | float | str, keep_batch_norm_frozen: bool
 ) -> None:
     """Refuse a phase 2 that would train exactly what phase 1 trained."""
-    layers = nested_layers(model)[_resolve(model, top, "unfreeze", last=False) :]
+    layers = nested_layers(model)[resolve_layer(model, top, "unfreeze", last=False) :]
     bn = keras.layers.BatchNormalization
     new = [
         layer

@@ -247,7 +247,7 @@ def _imagenet_preprocessing(app, x):
     )(x)
 
 
-def _application_backbone(
+def application_backbone(
     name: str,
     weights: str | os.PathLike | None,
     input_shape: tuple[int, ...],
@@ -348,11 +348,11 @@ def from_keras_application(
         )
     if pooling not in ("avg", "max"):
         raise ValueError(f"unknown pooling {pooling!r}; allowed: avg, max.")
-    base = _application_backbone(name, weights, shape, pooling)
-    return _application_model(name, base, num_classes, dropout, classifier_activation)
+    base = application_backbone(name, weights, shape, pooling)
+    return application_model(name, base, num_classes, dropout, classifier_activation)
 
 
-def _application_model(
+def application_model(
     name: str,
     base: keras.Model,
     num_classes: int,

@@ -20,11 +20,16 @@ import keras
 
 from zoo import recipe, runs
 from zoo.config import TrainConfig, options_for
-from zoo.transfer.layers import _resolve, check_unfreezes_something, freeze, unfreeze
+from zoo.transfer.layers import (
+    check_unfreezes_something,
+    freeze,
+    resolve_layer,
+    unfreeze,
+)
 from zoo.transfer.models import (
     KERAS_PREFIX,
-    _application_backbone,
-    _application_model,
+    application_backbone,
+    application_model,
     from_pretrained,
     load_pretrained,
 )
@@ -273,10 +278,8 @@ def _builder(
     def build() -> keras.Model:
         if app is not None:
             shape = (config.image_size, config.image_size, 3)
-            base = _application_backbone(app, settings["weights"], shape, "avg")
-            model = _application_model(
-                app, base, num_classes, settings["dropout"], head
-            )
+            base = application_backbone(app, settings["weights"], shape, "avg")
+            model = application_model(app, base, num_classes, settings["dropout"], head)
         elif isinstance(source, keras.Model):
             model = _checked_model(source, num_classes, config.dataset)
         else:
@@ -289,7 +292,7 @@ def _builder(
             )
         freeze(model)
         if top is not None:  # a bad spec fails now, not after phase 1
-            _resolve(model, top, "unfreeze", last=False)
+            resolve_layer(model, top, "unfreeze", last=False)
             if settings["finetune_epochs"]:
                 check_unfreezes_something(
                     model, top, settings["keep_batch_norm_frozen"]
