@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import zoo
-from zoo import cli, training
+from zoo import cli, runs, training
 
 FAST = ["--image-size", "16", "--batch-size", "64"]
 
@@ -606,3 +606,23 @@ def test_resuming_a_finished_run_keeps_its_models(tmp_path):
     for name, values in before.items():
         assert max_diff(weights(first.run_dir / name), values) == 0, name
     assert len(again.history) == 3
+
+
+def test_a_running_run_cannot_be_resumed_twice(tmp_path):
+    """The process that runs a run owns it; a second --resume is refused at once,
+    and the run is free again once its process stops, even by SIGKILL."""
+    run = tmp_path / "busy"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "train", "mlp", "--epochs", "500",
+         "--run-dir", str(tmp_path), "--name", "busy"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "progress.json").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    with pytest.raises(ValueError, match=f"is in use by process {proc.pid}; wait"):
+        training.train(resume=run, verbose=0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    runs.Run.reopen(run, {})  # free again

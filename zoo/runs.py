@@ -86,8 +86,9 @@ class TrainingError(ValueError):
 
 
 class Run:
-    """A run directory: its config, its files, its progress, and the lock held by
-    the process that owns it (released when that process ends, even by SIGKILL)."""
+    """A run directory: its config, its files, its progress, and the lock held
+    while `execute` runs it (released when it returns or raises, and when the
+    process ends, even by SIGKILL)."""
 
     def __init__(self, path: Path, config: TrainConfig) -> None:
         self.path = Path(path)
@@ -118,7 +119,6 @@ class Run:
             path = files.timestamped_dir(root, model, files.slug(config.dataset))
         run = cls(path, config)
         run.created = True
-        run.lock()
         return run
 
     @classmethod
@@ -150,7 +150,8 @@ class Run:
                 f"{', '.join(conflicts)}. Drop them, or start a new run."
             )
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
-        run.lock()
+        run.lock()  # refused now, before the data are loaded, if another owns it
+        run.unlock()
         return run
 
     def lock(self) -> None:
@@ -582,6 +583,8 @@ def execute(
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
     config = run.config
+    run.lock()
+    evaluated = False
     previous_policy = keras.mixed_precision.dtype_policy()
     if config.mixed_precision:
         keras.mixed_precision.set_dtype_policy(config.mixed_precision)
@@ -599,22 +602,27 @@ def execute(
             "params": int(best.count_params()),
             **_run_metrics(recorder.rows, trainable),
         }
+        evaluated = True
     except Exception:
         run.discard_if_empty()
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
-    metrics.update(extra_metrics or {})
-    metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
-    metrics["replicas"] = strategy.num_replicas_in_sync
-    run.write_json(METRICS_FILE, metrics)
-    export_dir = None
-    if config.export:
-        from zoo import export
+        if not evaluated:  # failed or interrupted: the run is free again
+            run.unlock()
+    try:
+        metrics.update(extra_metrics or {})
+        metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+        metrics["replicas"] = strategy.num_replicas_in_sync
+        run.write_json(METRICS_FILE, metrics)
+        export_dir = None
+        if config.export:
+            from zoo import export
 
-        export_dir = export.export_saved_model(run.path, config.export)
+            export_dir = export.export_saved_model(run.path, config.export)
+    finally:
+        run.unlock()
     print(summary(run, metrics, export_dir))
-    run.unlock()
     return TrainResult(run.path, metrics, recorder.history(), best, export_dir)
 
 

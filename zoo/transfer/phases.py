@@ -332,7 +332,6 @@ def _reopen(
         if saved.get(k) != v
     ]
     if conflicts:
-        run.unlock()
         raise ValueError(
             f"--resume {path}: settings conflict with the run's transfer.json: "
             f"{', '.join(conflicts)}. Drop them, or start a new run."
