@@ -134,6 +134,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         "--deterministic",
         "--augment",
         "rotate:0.05,zoom:0.1",
+        "--checkpoint-every",
+        "1",
         "--run-dir",
         str(tmp_path),
     ]
@@ -626,3 +628,26 @@ def test_a_running_run_cannot_be_resumed_twice(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     runs.Run.reopen(run, {})  # free again
+
+
+def test_checkpoints_are_sized_to_the_epoch(tmp_path, monkeypatch):
+    """Short epochs are checkpointed every few epochs (a checkpoint costs about as
+    much as one here), `checkpoint_every=1` every epoch; both end with every epoch in
+    history.csv and a checkpoint of the last one."""
+    saved = []
+    save = runs.files.save_weights
+    monkeypatch.setattr(
+        runs.files, "save_weights", lambda m, p: saved.append(p.name) or save(m, p)
+    )
+    for name, every in (("sized", None), ("every", 1)):
+        saved.clear()
+        result = training.train(
+            "mlp", "digits", epochs=20, checkpoint_every=every, run_dir=str(tmp_path),
+            name=name, verbose=0,
+        )  # fmt: skip
+        epochs = [n for n in saved if n.startswith("epoch-")]
+        assert saved[-1] == "end-20.weights.h5" and len(result.history) == 20
+        if every:
+            assert len(epochs) == 20
+        else:
+            assert epochs[0] == "epoch-0001.weights.h5" and len(epochs) < 10, saved

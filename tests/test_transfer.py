@@ -360,6 +360,8 @@ FINETUNE_ARGS = [
     "--augment",
     "rotate:0.05",
     "--deterministic",
+    "--checkpoint-every",
+    "1",
 ]
 
 

@@ -477,7 +477,6 @@ def plot_results(
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(hps) :]:
         ax.axis("off")
-    fig.tight_layout()
     files.save_figure(fig, paths[1])
     return paths
 

@@ -182,6 +182,14 @@ class TrainConfig:
     name: str | None = option(
         None, "run directory name (default: timestamp-model-dataset)", "output", RUN
     )
+    checkpoint_every: int | None = option(
+        None,
+        "checkpoint every N epochs (default: whenever one is due, so that "
+        "checkpoints take at most ~2.5 %% of the time)",
+        "output",
+        RUN,
+        metavar="N",
+    )
     export: str | None = option(
         None,
         "after training, export a verified SavedModel to DIR",
@@ -242,8 +250,10 @@ class TrainConfig:
                 shown = ", ".join("none" if a is None else a for a in allowed)
                 where = " for regression" if key == "loss" and self.regression else ""
                 raise ValueError(f"unknown {key} {value!r}{where}; allowed: {shown}.")
-        for key in ("epochs", "batch_size"):
+        for key in ("epochs", "batch_size", "checkpoint_every"):
             value = getattr(self, key)
+            if value is None and key == "checkpoint_every":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an int >= 1; received {value!r}.")
         lr = self.learning_rate

@@ -72,7 +72,7 @@ def save_weights(model, path: str | os.PathLike) -> None:
 def save_figure(fig, path: str | os.PathLike) -> None:
     """Save a matplotlib Figure (see `zoo.plots.figure`) as PNG atomically."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, dpi=100)
 
 
 def slug(dataset: str) -> str:

@@ -16,7 +16,7 @@ def figure(rows: int = 1, cols: int = 1, **options: Any):
     figure registry to close, and a faster first plot."""
     from matplotlib.figure import Figure
 
-    fig = Figure(**options)
+    fig = Figure(layout="constrained", **options)
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 

@@ -49,7 +49,7 @@ LOCK_FILE = ".lock"
 PLOT_EVERY_SECONDS = 30.0
 # A checkpoint is due when the time since the last one reaches this multiple of
 # what the last one cost (see RunRecorder).
-CHECKPOINT_COST_RATIO = 20
+CHECKPOINT_COST_RATIO = 40
 
 
 @dataclass
@@ -241,7 +241,7 @@ class RunRecorder(recipe.NaNGuard):
 
     A checkpoint is due when the time since the last one is CHECKPOINT_COST_RATIO
     times what the last one cost: every epoch when epochs are long, every few
-    when they are short, so checkpoints take at most ~5 % of a run; a resume is
+    when they are short, so checkpoints take at most ~2.5 % of a run; a resume is
     exact either way (it replays from the checkpoint). Every write is atomic, so a
     kill at any point leaves a resumable run. Keras' BackupAndRestore writes its
     epoch file in place after the weights (a kill between the two resumes the
@@ -278,10 +278,18 @@ class RunRecorder(recipe.NaNGuard):
             self.best = (epoch + 1, self.model.get_weights())
         self.rows.append(row)
         self.write_history()
-        if time.monotonic() - self.saved >= CHECKPOINT_COST_RATIO * self.save_cost:
+        if self.due():
             self.checkpoint()
         if time.monotonic() - self.plotted > PLOT_EVERY_SECONDS:
             self.plot()
+
+    def due(self) -> bool:
+        """Whether this epoch gets a checkpoint: every `checkpoint_every` epochs if
+        the config says so, else when CHECKPOINT_COST_RATIO allows."""
+        every = self.run.config.checkpoint_every
+        if every:
+            return (len(self.rows) - self.state["epoch"]) >= every
+        return time.monotonic() - self.saved >= CHECKPOINT_COST_RATIO * self.save_cost
 
     def end_phase(self) -> None:
         """Record the phase as done, with the model as the phase left it (after
