@@ -10,6 +10,20 @@ import pytest  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_DIR = SHARED / "data" / "mnist"
+# What every finished training run directory holds (zoo train, finetune, retrain).
+RUN_FILES = {
+    "config.json",
+    "dataset.json",
+    "best.keras",
+    "last.keras",
+    "checkpoints",
+    "history.csv",
+    "tensorboard",
+    "loss.png",
+    "accuracy.png",
+    "confusion_matrix.png",
+    "metrics.json",
+}
 
 
 @pytest.fixture(autouse=True)

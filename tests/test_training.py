@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import RUN_FILES
 
 import zoo
 from zoo import cli, runs, training
@@ -73,20 +74,7 @@ def test_cli_run_reaches_high_accuracy_and_writes_every_file(finished_run):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.85  # chance is 0.10
     assert metrics["params"] == 15_626  # LeNet-5 at 16x16x1
-    expected = {
-        "config.json",
-        "dataset.json",
-        "best.keras",
-        "last.keras",
-        "checkpoints",
-        "history.csv",
-        "tensorboard",
-        "loss.png",
-        "accuracy.png",
-        "confusion_matrix.png",
-        "metrics.json",
-    }
-    assert expected <= {p.name for p in run.iterdir()}
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
     progress = json.loads((run / "checkpoints" / "progress.json").read_text())
     assert progress["epoch"] == 12 and progress["done"] == [None]

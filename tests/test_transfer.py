@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import RUN_FILES
 
 import zoo
 from zoo import blocks, cli, training, transfer
@@ -281,8 +282,10 @@ def test_one_run_directory_records_both_phases(two_phase_run):
     assert list(history["phase"]) == ["head", "head", "finetune", "finetune"]
     assert list(history["epoch"]) == [0, 1, 2, 3]
     assert history["learning_rate"].tolist() == pytest.approx([1e-3] * 2 + [1e-4] * 2)
-    for file in ("best.keras", "loss.png", "accuracy.png", "confusion_matrix.png"):
-        assert (run / file).is_file()
+    files = {p.name for p in run.iterdir()}
+    assert RUN_FILES | {"transfer.json", "model_init.keras"} <= files
+    progress = json.loads((run / "checkpoints" / "progress.json").read_text())
+    assert progress["done"] == ["head", "finetune"] and progress["epoch"] == 4
     settings = json.loads((run / "transfer.json").read_text())
     assert settings["unfreeze_top"] == "stage3" and settings["finetune_epochs"] == 2
     metrics = json.loads((run / "metrics.json").read_text())

@@ -11,6 +11,7 @@ import time
 import keras_tuner as kt
 import pandas as pd
 import pytest
+from conftest import RUN_FILES
 
 import tuning
 from tuning import spaces
@@ -198,19 +199,7 @@ def test_best_model_retrained_and_exported(mlp_search, tmp_path):
     assert retrained.metrics["test_accuracy"] > 0.5
     # a run like zoo train's: the same files (test_training checks them there)
     run = retrained.run_dir
-    assert {p.name for p in run.iterdir()} >= {
-        "config.json",
-        "dataset.json",
-        "best.keras",
-        "last.keras",
-        "checkpoints",
-        "history.csv",
-        "tensorboard",
-        "loss.png",
-        "accuracy.png",
-        "confusion_matrix.png",
-        "metrics.json",
-    }
+    assert {p.name for p in run.iterdir()} >= RUN_FILES
     progress = json.loads((run / "checkpoints" / "progress.json").read_text())
     assert progress["epoch"] == best_epoch and progress["done"] == [None]
     assert list(pd.read_csv(run / "history.csv")["epoch"]) == list(range(best_epoch))
