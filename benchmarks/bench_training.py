@@ -240,6 +240,8 @@ def run_recipe(
     """
     import zoo
     from zoo import training
+    from zoo.config import TrainConfig
+    from zoo.recipe import load_data
 
     started = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # keep stdout a markdown document
@@ -254,10 +256,10 @@ def run_recipe(
         )
     seconds = time.perf_counter() - started
     # The run's own test split, rebuilt from its config.json.
-    config = training.TrainConfig.from_dict(
+    config = TrainConfig.from_dict(
         json.loads((result.run_dir / "config.json").read_text())
     )
-    test = training.load_data(config).test
+    test = load_data(config).test
     labels = _labels(test)
     if expected_labels is not None:
         assert np.array_equal(labels, expected_labels), "test split differs"

@@ -52,10 +52,11 @@ print(json.dumps({{"wall": time.perf_counter() - start}}))
 PLAIN = """
 import json, time, keras_tuner as kt
 from tuning import hypermodels
-from zoo import training
+from zoo import recipe
+from zoo.config import TrainConfig
 start = time.perf_counter()
-config = training.TrainConfig(dataset="digits")
-model = hypermodels.hypermodel("mlp", training.load_data(config).info, config)
+config = TrainConfig(dataset="digits")
+model = hypermodels.hypermodel("mlp", recipe.load_data(config).info, config)
 tuner = kt.RandomSearch(model, objective="val_accuracy", max_trials={trials}, seed=1,
                         directory={directory!r}, project_name="plain")
 tuner.search(epochs={epochs}, verbose=0)

@@ -14,7 +14,8 @@ import pytest
 from conftest import RUN_FILES
 
 import zoo
-from zoo import cli, runs, training
+from zoo import cli, recipe, runs, training
+from zoo.config import TrainConfig
 
 FAST = ["--image-size", "16", "--batch-size", "64"]
 
@@ -277,21 +278,19 @@ def test_toml_config_supplies_every_flag(tmp_path):
 
 
 def test_schedules_and_optimizers_by_name():
-    config = training.TrainConfig(
+    config = TrainConfig(
         epochs=10, learning_rate=0.1, schedule="step", step_epochs=3, step_factor=0.5
     )
-    lr = training.learning_rate(config, steps_per_epoch=10)
+    lr = recipe.learning_rate(config, steps_per_epoch=10)
     assert [float(lr(s)) for s in (0, 29, 30, 60)] == pytest.approx(
         [0.1, 0.1, 0.05, 0.025]
     )
-    warm = training.learning_rate(
-        training.TrainConfig(learning_rate=0.1, warmup_epochs=2), 5
-    )
+    warm = recipe.learning_rate(TrainConfig(learning_rate=0.1, warmup_epochs=2), 5)
     assert [float(warm(s)) for s in (0, 4, 9, 10, 50)] == pytest.approx(
         [0.01, 0.05, 0.1, 0.1, 0.1]
     )
-    sgd = training.make_optimizer(
-        training.TrainConfig(optimizer="sgd", momentum=0.8, nesterov=True), 1
+    sgd = recipe.make_optimizer(
+        TrainConfig(optimizer="sgd", momentum=0.8, nesterov=True), 1
     )
     assert (type(sgd).__name__, sgd.momentum, sgd.nesterov) == ("SGD", 0.8, True)
     for name, cls in [
@@ -301,9 +300,9 @@ def test_schedules_and_optimizers_by_name():
         ("adagrad", "Adagrad"),
         ("adadelta", "Adadelta"),
     ]:
-        opt = training.make_optimizer(training.TrainConfig(optimizer=name), 1)
+        opt = recipe.make_optimizer(TrainConfig(optimizer=name), 1)
         assert type(opt).__name__ == cls
-    loss = training.make_loss(training.TrainConfig(label_smoothing=0.1), True)
+    loss = recipe.make_loss(TrainConfig(label_smoothing=0.1), True)
     assert isinstance(loss, keras.losses.CategoricalCrossentropy)
 
 
@@ -364,9 +363,7 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path, capsys, monkeypatch):
     )
     run = tmp_path / "r"
     run.mkdir()
-    (run / "config.json").write_text(
-        json.dumps(training.TrainConfig(epochs=5).to_dict())
-    )
+    (run / "config.json").write_text(json.dumps(TrainConfig(epochs=5).to_dict()))
     one_line_error(
         zoo_main("train", "--resume", str(run), "--epochs", "9", capsys=capsys),
         "flags conflict with the run's config: epochs=9 (run has 5)",
@@ -542,10 +539,10 @@ def test_cli_bad_regression_input(args, message, tmp_path, capsys):
 def test_regression_losses_by_name():
     for name, cls in [("mse", "MeanSquaredError"), ("mae", "MeanAbsoluteError"),
                       ("huber", "Huber")]:  # fmt: skip
-        config = training.TrainConfig(task="regression", loss=name)
-        assert type(training.make_loss(config, False)).__name__ == cls
-    assert training.TrainConfig(task="regression").loss == "mse"
-    assert training.TrainConfig().loss == "crossentropy"
+        config = TrainConfig(task="regression", loss=name)
+        assert type(recipe.make_loss(config, False)).__name__ == cls
+    assert TrainConfig(task="regression").loss == "mse"
+    assert TrainConfig().loss == "crossentropy"
 
 
 def test_cli_flags_are_generated_from_the_config():

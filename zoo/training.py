@@ -36,12 +36,6 @@ __all__ = [
     "train",
 ]
 
-# The recipe's factories, where README.md and users have always found them.
-learning_rate = recipe.learning_rate
-make_optimizer = recipe.make_optimizer
-make_loss = recipe.make_loss
-load_data = recipe.load_data
-
 
 def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
     """A zoo model for the data (or a user's `.keras` file), with the config's knobs.
