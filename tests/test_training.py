@@ -588,8 +588,11 @@ def test_resuming_a_finished_run_keeps_its_models(tmp_path):
     )
     before = {n: weights(first.run_dir / n) for n in ("last.keras", "best.keras")}
     (first.run_dir / "metrics.json").unlink()
+    progress = json.loads((first.run_dir / "checkpoints" / "progress.json").read_text())
     again = training.train(resume=first.run_dir, verbose=0)
     assert again.metrics["test_accuracy"] == first.metrics["test_accuracy"]
+    # the wall time counts the earlier session's epochs, not only this session
+    assert again.metrics["wall_time_s"] > progress["seconds"] > 0
     for name, values in before.items():
         assert max_diff(weights(first.run_dir / name), values) == 0, name
     assert len(again.history) == 3
@@ -636,3 +639,39 @@ def test_checkpoints_are_sized_to_the_epoch(tmp_path, monkeypatch):
             assert len(epochs) == 20
         else:
             assert epochs[0] == "epoch-0001.weights.h5" and len(epochs) < 10, saved
+
+
+def test_cli_usage_errors_are_one_line_naming_the_command(capsys):
+    for args, message in [
+        (["finetune", "x", "--activation", "relu"],
+         "zoo finetune: error: unrecognized arguments: --activation relu; see zoo "
+         "finetune --help"),
+        (["train", "--strategy", "foo"],
+         "zoo train: error: argument --strategy: invalid choice: 'foo' (choose from "
+         "'mirrored'); see zoo train --help"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(args)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == message + "\n"
+
+
+def test_a_failed_run_removes_the_run_dir_parents_it_made(tmp_path, capsys):
+    parent = tmp_path / "new" / "runs"
+    out = zoo_main("train", "alexnet", "--run-dir", parent, capsys=capsys)
+    one_line_error(out, "alexnet needs inputs of at least 63x63")
+    assert not any(tmp_path.iterdir())
+
+
+def test_interrupted_run_names_the_directory_to_resume(tmp_path, capsys, monkeypatch):
+    def interrupt(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "_fit_phases", interrupt)
+    code = cli.main(["train", "mlp", "--run-dir", str(tmp_path), "--name", "r"])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert (
+        err
+        == f"zoo train: interrupted; continue it with zoo train --resume {tmp_path / 'r'}\n"
+    )

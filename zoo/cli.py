@@ -298,7 +298,13 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--tuner", default="random", help="random (default), grid, hyperband, bayesian"
     )
-    search.add_argument("--max-trials", dest="max_trials", type=int, default=10)
+    search.add_argument(
+        "--max-trials",
+        dest="max_trials",
+        type=int,
+        default=10,
+        help="trials in total, a resumed search's included (default 10)",
+    )
     search.add_argument(
         "--objective",
         default="val_accuracy",
@@ -308,7 +314,7 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
         "--epochs",
         type=int,
         default=20,
-        help="epochs per trial (hyperband: the most a trial gets)",
+        help="epochs per trial (hyperband: the most a trial gets; default 20)",
     )
     search.add_argument(
         "--early-stopping",
@@ -377,7 +383,12 @@ def _add_distributed_flags(p: argparse._ArgumentGroup) -> None:
         help="where the chief listens (no authentication: keep it on "
         "a trusted network)",
     )
-    p.add_argument("--worker-id", dest="worker_id", default=None)
+    p.add_argument(
+        "--worker-id",
+        dest="worker_id",
+        default=None,
+        help="a worker's unique name, e.g. w1 (without 'chief')",
+    )
     p.add_argument(
         "--oracle-timeout",
         dest="oracle_timeout",
@@ -527,8 +538,16 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like every other bad input of `zoo` (argparse
+    prints its whole usage block first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="zoo",
         description="Keras model zoo: build, describe, train, tune and export models.",
     )
@@ -610,17 +629,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `zoo` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # name the command whose flags they are not
+        commands = parser._subparsers._group_actions[0].choices
+        commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         print(f"zoo {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        run_dir = getattr(interrupt, "run_dir", None)
         hint = (
-            f"; continue it with zoo {args.command} --resume RUN_DIR (the newest "
-            "run directory under --run-dir, runs/ by default)"
-            if args.command in ("train", "finetune")
+            f"; continue it with zoo {args.command} --resume {run_dir}"
+            if run_dir and args.command in ("train", "finetune")
             else ""
         )
         print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)

@@ -100,7 +100,11 @@ class TrainConfig:
     batch_size: int = option(64, "global batch size", "recipe", RUN)
     optimizer: str = option("adam", ", ".join(OPTIMIZERS), "recipe", RUN)
     learning_rate: float = option(
-        1e-3, "learning rate (finetune: phase 1's)", "recipe", RUN, flag="--lr"
+        1e-3,
+        "learning rate (zoo finetune: the head phase's)",
+        "recipe",
+        RUN,
+        flag="--lr",
     )
     momentum: float = option(0.9, "sgd momentum", "recipe", DATA)
     nesterov: bool = option(False, "sgd with Nesterov momentum", "recipe", DATA)
@@ -177,7 +181,7 @@ class TrainConfig:
         choices=STRATEGIES[1:],
     )
     run_dir: str = option(
-        "runs", "parent of run directories (default runs/)", "output", RUN
+        "runs", "parent of the run directories", "output", RUN, metavar="DIR"
     )
     name: str | None = option(
         None, "run directory name (default: timestamp-model-dataset)", "output", RUN

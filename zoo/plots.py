@@ -23,6 +23,8 @@ def figure(rows: int = 1, cols: int = 1, **options: Any):
 def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
     """loss.png and accuracy.png (regression: mae.png): train vs val per epoch; with
     a `phase` column, a dashed line marks where each phase after the first begins."""
+    from matplotlib.ticker import MaxNLocator
+
     for metric in ("loss", "accuracy", "mae"):
         if metric not in history:
             continue
@@ -44,7 +46,9 @@ def plot_curves(history: pd.DataFrame, run_dir: Path) -> None:
                     va="top",
                     color="gray",
                 )
-        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric}: train vs val")
+        title = f"{metric}: train vs val" if f"val_{metric}" in history else metric
+        ax.set(xlabel="epoch", ylabel=metric, title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
         files.save_figure(fig, run_dir / f"{metric}.png")

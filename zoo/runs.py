@@ -8,6 +8,7 @@ in how a run is fitted, recorded, evaluated and exported.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import math
 import os
@@ -93,7 +94,9 @@ class Run:
     def __init__(self, path: Path, config: TrainConfig) -> None:
         self.path = Path(path)
         self.config = config
-        self.created = False  # by this process: removed if it fails before epoch 1
+        # Created by this process (with the parents it made): removed if it fails
+        # before its first checkpoint.
+        self.created: list[Path] | None = None
         self._lock = None
 
     @classmethod
@@ -104,6 +107,8 @@ class Run:
         root = Path(config.run_dir)
         if root.exists() and not root.is_dir():
             raise ValueError(f"run_dir {str(root)!r} is a file; pass a directory.")
+        parent = path.parent if path is not None else root
+        made = [p for p in (parent, *parent.parents) if not p.exists()]
         if path is not None:
             path = files.fresh_dir(path)
         elif config.name:
@@ -118,7 +123,7 @@ class Run:
             model = Path(config.model).stem
             path = files.timestamped_dir(root, model, files.slug(config.dataset))
         run = cls(path, config)
-        run.created = True
+        run.created = made  # the parents this run made, removed with it if empty
         return run
 
     @classmethod
@@ -182,9 +187,15 @@ class Run:
         """Remove a run this process created when no epoch was checkpointed: an
         error before training (a model that does not fit the data, say) leaves
         nothing half-written behind."""
-        if self.created and not (self.checkpoints / PROGRESS_FILE).is_file():
+        if (
+            self.created is not None
+            and not (self.checkpoints / PROGRESS_FILE).is_file()
+        ):
             self.unlock()
             shutil.rmtree(self.path, ignore_errors=True)
+            for parent in self.created:
+                with contextlib.suppress(OSError):  # not empty: someone else's too
+                    parent.rmdir()
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -248,10 +259,14 @@ class RunRecorder(recipe.NaNGuard):
     wrong epoch); CSVLogger and ModelCheckpoint write in place too.
     """
 
-    def __init__(self, run: Run, progress: dict[str, Any]) -> None:
+    def __init__(self, run: Run, progress: dict[str, Any], started: float) -> None:
         super().__init__()
         self.run = run
         self.state = progress
+        # Wall time of the work checkpointed by earlier sessions, and when this one
+        # started: a resumed run reports the time its epochs took once.
+        self.earlier_seconds = progress.get("seconds", 0.0)
+        self.started = started
         self.rows: list[dict[str, Any]] = list(progress["rows"])
         self.phase: str | None = None
         self.best: tuple[int, list] | None = None  # not yet checkpointed
@@ -323,6 +338,7 @@ class RunRecorder(recipe.NaNGuard):
             weights=name,
             best=best,
             rows=self.rows,
+            seconds=round(self.seconds(), 2),
         )
         files.write_json(ckpt / PROGRESS_FILE, self.state)
         for path in ckpt.iterdir():
@@ -330,6 +346,10 @@ class RunRecorder(recipe.NaNGuard):
                 path.unlink()
         self.saved = time.monotonic()
         self.save_cost = self.saved - started
+
+    def seconds(self) -> float:
+        """The run's wall time so far, over every session."""
+        return self.earlier_seconds + time.perf_counter() - self.started
 
     def write_history(self) -> None:
         files.write_atomic(
@@ -426,9 +446,7 @@ def _stop_on_nan(run: Run, model: keras.Model, recorder: RunRecorder, phase: Pha
             f"The last good checkpoint (epoch {recorder.state['epoch']}) is "
             f"{run.file(LAST_MODEL)}."
         )
-    else:  # nothing to resume from: leave no half-written run behind
-        run.unlock()
-        shutil.rmtree(run.path, ignore_errors=True)
+    else:  # nothing to resume from: execute removes the run (discard_if_empty)
         kept = f"No epoch ended with a finite loss: nothing kept ({run.path} removed)."
     raise TrainingError(
         f"loss became NaN in epoch {recorder.bad_epoch + 1}{where}; training "
@@ -600,7 +618,7 @@ def execute(
         strategy = recipe.distribution(config)
         with strategy.scope():
             model = _initial_model(run, build, save_init)
-            recorder = RunRecorder(run, run.progress())
+            recorder = RunRecorder(run, run.progress(), started)
             trainable = _fit_phases(run, model, splits, phases, recorder, verbose)
             recorder.plot()
             _write_models(run, model, recorder)
@@ -611,6 +629,9 @@ def execute(
             **_run_metrics(recorder.rows, trainable),
         }
         evaluated = True
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_dir = run.path  # the CLI's hint names the run to resume
+        raise
     except Exception:
         run.discard_if_empty()
         raise
@@ -620,7 +641,7 @@ def execute(
             run.unlock()
     try:
         metrics.update(extra_metrics or {})
-        metrics["wall_time_s"] = round(time.perf_counter() - started, 2)
+        metrics["wall_time_s"] = round(recorder.seconds(), 2)
         metrics["replicas"] = strategy.num_replicas_in_sync
         run.write_json(METRICS_FILE, metrics)
         export_dir = None
