@@ -671,7 +671,5 @@ def test_interrupted_run_names_the_directory_to_resume(tmp_path, capsys, monkeyp
     code = cli.main(["train", "mlp", "--run-dir", str(tmp_path), "--name", "r"])
     err = capsys.readouterr().err
     assert code == 130
-    assert (
-        err
-        == f"zoo train: interrupted; continue it with zoo train --resume {tmp_path / 'r'}\n"
-    )
+    hint = f"continue it with zoo train --resume {tmp_path / 'r'}"
+    assert err == f"zoo train: interrupted; {hint}\n"
