@@ -453,7 +453,9 @@ def plot_results(
     ]
     cols = min(4, max(1, len(hps)))
     rows = max(1, math.ceil(len(hps) / cols))
-    fig, axes = plots.figure(rows, cols, figsize=(4 * cols, 3 * rows))
+    fig, axes = plots.figure(
+        rows, cols, figsize=(4 * cols, 3 * rows), layout="constrained"
+    )
     for ax, hp in zip(axes.flat, hps, strict=False):
         values = done[hp.name]
         shown = values.notna()

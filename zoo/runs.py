@@ -9,7 +9,9 @@ in how a run is fitted, recorded, evaluated and exported.
 from __future__ import annotations
 
 import contextlib
+import csv
 import fcntl
+import io
 import math
 import os
 import shutil
@@ -352,9 +354,13 @@ class RunRecorder(recipe.NaNGuard):
         return self.earlier_seconds + time.perf_counter() - self.started
 
     def write_history(self) -> None:
-        files.write_atomic(
-            self.run.file(HISTORY_FILE), self.history().to_csv(index=False)
-        )
+        """history.csv from the rows (the csv module: pandas takes ~10x longer)."""
+        columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        files.write_atomic(self.run.file(HISTORY_FILE), text.getvalue())
 
     def history(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
