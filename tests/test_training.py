@@ -673,3 +673,19 @@ def test_interrupted_run_names_the_directory_to_resume(tmp_path, capsys, monkeyp
     assert code == 130
     hint = f"continue it with zoo train --resume {tmp_path / 'r'}"
     assert err == f"zoo train: interrupted; {hint}\n"
+
+
+def test_atomic_writes_do_not_follow_a_planted_symlink(tmp_path):
+    """Temporary files get random names and are created exclusively: a symlink at
+    the old predictable name (`.metrics.tmp.json`) cannot redirect a write."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    (tmp_path / ".metrics.tmp.json").symlink_to(victim)
+    (tmp_path / ".metrics.json.tmp").symlink_to(victim)
+    runs.files.write_json(tmp_path / "metrics.json", {"a": 1})
+    assert victim.read_text() == "untouched"
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": 1}
+    assert not (tmp_path / "metrics.json").is_symlink()
+    (tmp_path / "plain.txt").write_text("")  # the mode the umask gives new files
+    mode = (tmp_path / "plain.txt").stat().st_mode
+    assert (tmp_path / "metrics.json").stat().st_mode == mode

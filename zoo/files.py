@@ -12,18 +12,29 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# The process's umask, for the mode of new files (mkstemp creates them 0600).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside `path` (same suffix) that replaces `path` when the
-    block ends without an exception, and is removed when it raises."""
+    """A new temporary path beside `path`, ending with its name (so `.keras`,
+    `.weights.h5` and `.npz` keep their suffixes), that replaces `path` when the
+    block ends without an exception and is removed when it raises. The name is
+    random and the file created exclusively (`tempfile.mkstemp`): a symlink
+    planted at a predictable name cannot redirect the write."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -57,16 +68,10 @@ def save_model(model, path: str | os.PathLike) -> None:
 
 def save_weights(model, path: str | os.PathLike) -> None:
     """`model.save_weights` (a `.weights.h5` file, optimizer state included)
-    atomically. Keras names the format by the full suffix, so the temporary file
-    keeps it."""
-    path = Path(path)
-    tmp = path.with_name(f".tmp-{path.name}")
-    try:
+    atomically: a full disk or a kill leaves the previous checkpoint intact (Keras'
+    BackupAndRestore rewrites its file in place)."""
+    with atomic_path(path) as tmp:
         model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:
