@@ -322,6 +322,7 @@ def one_line_error(out, message):
         (["--augment", "rotat:0.1"], "unknown augmentation 'rotat'"),
         (["--image-size", "8"], "lenet5 needs inputs of at least 16x16"),
         (["--lr", "0"], "learning_rate must be > 0"),
+        (["--image-size", "0"], "image_size must be an int >= 1 (or [height, width])"),
         (["--name", "../x"], "name='../x' is not a directory name; pass a plain"),
         (["--dataset", "idx:AFILE"], "afile' is a file; pass the directory holding it"),
     ],
@@ -689,3 +690,24 @@ def test_atomic_writes_do_not_follow_a_planted_symlink(tmp_path):
     (tmp_path / "plain.txt").write_text("")  # the mode the umask gives new files
     mode = (tmp_path / "plain.txt").stat().st_mode
     assert (tmp_path / "metrics.json").stat().st_mode == mode
+
+
+def test_finished_run_is_not_resumed_or_rewritten(finished_run, capsys):
+    run, _ = finished_run
+    before = (run / "metrics.json").read_text()
+    out = zoo_main("train", "--resume", run, capsys=capsys)
+    one_line_error(out, "already finished (12 of 12 epochs, metrics.json written)")
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_a_keras_file_that_does_not_fit_the_data_is_refused(
+    finished_run, tmp_path, capsys
+):
+    model = finished_run[0] / "best.keras"  # lenet5 at 16x16x1
+    out = zoo_main("train", model, "--run-dir", tmp_path / "runs", capsys=capsys)
+    one_line_error(
+        out,
+        "lenet5 takes inputs of shape (16, 16, 1) but digits gives (8, 8, 1); "
+        "pass --image-size 16 --channels 1.",
+    )
+    assert not any(tmp_path.iterdir())

@@ -260,6 +260,15 @@ class TrainConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an int >= 1; received {value!r}.")
+        size = self.image_size
+        sizes = size if isinstance(size, list | tuple) and len(size) == 2 else [size]
+        if size is not None and not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sizes
+        ):
+            raise ValueError(
+                f"image_size must be an int >= 1 (or [height, width]); received "
+                f"{size!r}. Pass e.g. --image-size 32, or omit it for the data's size."
+            )
         lr = self.learning_rate
         if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
             raise ValueError(f"learning_rate must be > 0; received {lr!r}.")

@@ -159,6 +159,13 @@ class Run:
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
         run.lock()  # refused now, before the data are loaded, if another owns it
         run.unlock()
+        if run.file(METRICS_FILE).is_file():
+            epochs = run.progress()["epoch"]
+            raise ValueError(
+                f"run {str(path)!r} already finished ({epochs} of {epochs} epochs, "
+                f"{METRICS_FILE} written); nothing to resume. Start a new run, or "
+                f"zoo finetune {path} to train on from its best model."
+            )
         return run
 
     def lock(self) -> None:

@@ -30,6 +30,7 @@ __all__ = [
     "TrainResult",
     "TrainingError",
     "build_model",
+    "check_fits",
     "evaluate",
     "headline",
     "test_metrics",
@@ -46,7 +47,7 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
     (scikit-learn's TransformedTargetRegressor idea, inside the saved model).
     """
     if config.model.endswith(".keras"):
-        return zoo.load_model(config.model)
+        return check_fits(zoo.load_model(config.model), config, info)
     card = zoo.model_card(config.model)
     if info.task == "tabular" and card.family != "mlp":
         raise ValueError(
@@ -91,6 +92,25 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
     return keras.Model(model.inputs, unscale(model.output), name=model.name)
 
 
+def check_fits(
+    model: keras.Model, config: TrainConfig, info: dp.DatasetInfo
+) -> keras.Model:
+    """Refuse a given model whose input the data do not fit, in one line (Keras
+    says it only once fit has started, in several)."""
+    takes, gives = tuple(model.input_shape[1:]), tuple(info.input_shape)
+    if takes != gives:
+        fix = (
+            f"pass --image-size {takes[0]} --channels {takes[-1]}"
+            if len(takes) == 3 and takes[0] == takes[1] and takes[-1] in (1, 3)
+            else "resize the data to it"
+        )
+        raise ValueError(
+            f"{model.name} takes inputs of shape {takes} but {config.dataset} gives "
+            f"{gives}; {fix}."
+        )
+    return model
+
+
 def train(
     model: str | keras.Model = "lenet5",
     dataset: str = "digits",
@@ -133,7 +153,11 @@ def train(
     return runs.execute(
         run,
         splits,
-        lambda: given or build_model(config, splits.info),
+        lambda: (
+            check_fits(given, config, splits.info)
+            if given is not None
+            else build_model(config, splits.info)
+        ),
         [runs.Phase(config)],
         save_init=given is not None,
         verbose=verbose,
