@@ -30,7 +30,7 @@ import tensorflow as tf
 
 import data_pipelines as dp
 import zoo
-from zoo import files, plots, recipe
+from zoo import evaluation, files, plots, recipe
 from zoo.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -226,20 +226,6 @@ class Run:
         return saved or {"epoch": 0, "done": [], "rows": []}
 
 
-def _rank(row: dict[str, Any]) -> tuple[float, float]:
-    """How good an epoch is: higher val accuracy, ties broken by lower val loss (with
-    a few hundred validation images, accuracies tie often; early ties were picking
-    under-trained epochs). Regression runs have no accuracy: lower val loss."""
-    return (row.get("val_accuracy", -math.inf), -row.get("val_loss", math.inf))
-
-
-def _is_best(row: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
-    """Whether `row` beats every earlier epoch; without validation, the latest."""
-    if "val_loss" not in row:
-        return True
-    return _rank(row) > max(map(_rank, rows), default=(-math.inf, -math.inf))
-
-
 def load_weights(model: keras.Model, path: Path) -> None:
     """Layer weights and, when the optimizer matches, its state. A checkpoint of
     another phase holds another optimizer's state, which Keras skips with a
@@ -298,7 +284,7 @@ class RunRecorder(recipe.NaNGuard):
         row = {"epoch": epoch, **{k: float(v) for k, v in logs.items()}}
         if self.phase is not None:
             row["phase"] = self.phase
-        if _is_best(row, self.rows):
+        if evaluation.is_best(row, self.rows):
             self.best = (epoch + 1, self.model.get_weights())
         self.rows.append(row)
         self.write_history()
@@ -485,111 +471,6 @@ def _write_models(
     files.save_model(model, run.file(BEST_MODEL))
 
 
-def _labels(ds: tf.data.Dataset) -> np.ndarray:
-    y = np.concatenate([np.asarray(b) for _, b in ds])
-    return y.argmax(axis=1) if y.ndim == 2 else y
-
-
-def test_metrics(
-    model: keras.Model, splits: dp.Splits, verbose: int = 0
-) -> dict[str, float]:
-    """The compiled metrics of `model` on the test split, as `test_<name>`; for
-    regression also R^2 (scikit-learn's r2_score)."""
-    values = model.evaluate(splits.test, verbose=verbose, return_dict=True)
-    metrics = {f"test_{k}": float(v) for k, v in values.items()}
-    if splits.info.regression:
-        from sklearn.metrics import r2_score
-
-        y_pred = model.predict(splits.test, verbose=0)
-        metrics["test_r2"] = float(r2_score(_labels(splits.test), y_pred[:, 0]))
-    return metrics
-
-
-def _evaluate(run: Run, best: keras.Model, splits: dp.Splits) -> dict[str, Any]:
-    """Test metrics of best.keras, and the confusion-matrix PNG (regression:
-    predicted vs true values)."""
-    metrics = test_metrics(best, splits)
-    y_pred = best.predict(splits.test, verbose=0)
-    y_pred = y_pred[0] if isinstance(y_pred, list) else y_pred
-    y_true = _labels(splits.test)
-    if splits.info.regression:
-        name = splits.info.target["name"]
-        plots.plot_predictions(y_true, y_pred[:, 0], name, run.file("predictions.png"))
-    else:
-        plots.plot_confusion(
-            y_true,
-            y_pred.argmax(axis=1),
-            splits.info.class_names,
-            run.file("confusion_matrix.png"),
-        )
-    return metrics
-
-
-def _run_metrics(
-    rows: list[dict[str, Any]], trainable: dict[str | None, int]
-) -> dict[str, Any]:
-    """The best epoch (1-based) and its val metric; per named phase, its epochs,
-    trainable parameters and best val accuracy."""
-    best = max(range(len(rows)), key=lambda i: _is_best_key(rows, i))
-    key = "val_accuracy" if "val_accuracy" in rows[best] else "val_loss"
-    metrics: dict[str, Any] = {"epochs": len(rows), "best_epoch": best + 1}
-    if key in rows[best]:
-        metrics[f"best_{key}"] = float(rows[best][key])
-    phases = [p for p in trainable if p is not None]
-    if phases:
-        metrics["best_phase"] = rows[best]["phase"]
-    for phase in phases:
-        done = [r for r in rows if r.get("phase") == phase]
-        metrics[f"{phase}_epochs"] = len(done)
-        metrics[f"{phase}_trainable_params"] = trainable[phase]
-        if done and "val_accuracy" in done[0]:
-            metrics[f"{phase}_best_val_accuracy"] = max(r["val_accuracy"] for r in done)
-    return metrics
-
-
-def _is_best_key(rows: list[dict[str, Any]], i: int) -> tuple:
-    """Sort key of epoch i: its rank, the latest epoch first when there is no
-    validation (as `_is_best`), the earliest among equal ranks otherwise."""
-    if "val_loss" not in rows[i]:
-        return (i,)
-    return (*_rank(rows[i]), -i)
-
-
-def headline(metrics: dict[str, Any]) -> str:
-    """The summary of test metrics a person reads: accuracy, or MAE/RMSE/R^2."""
-    if "test_accuracy" in metrics:
-        return f"test accuracy {metrics['test_accuracy']:.4f}"
-    return (
-        f"test MAE {metrics['test_mae']:.4g}, RMSE {metrics['test_rmse']:.4g}, "
-        f"R^2 {metrics['test_r2']:.3f}"
-    )
-
-
-def summary(run: Run, metrics: dict[str, Any], export_dir: Path | None) -> str:
-    """The line a run ends with: test metrics, size, epochs, phases and paths."""
-    config = run.config
-    text = (
-        f"{config.model} on {config.dataset}: {headline(metrics)}, "
-        f"{metrics['params']:,} parameters, {metrics['epochs']} epochs in "
-        f"{metrics['wall_time_s']:.0f}s"
-    )
-    if "best_phase" in metrics:
-        phases = [k[: -len("_epochs")] for k in metrics if k.endswith("_epochs")]
-        each = ", ".join(
-            f"{p} {metrics[f'{p}_epochs']} epoch(s) "
-            f"({metrics[f'{p}_trainable_params']:,} trainable)"
-            for p in phases
-        )
-        text += (
-            f" (best epoch {metrics['best_epoch']}, {metrics['best_phase']} "
-            f"phase; {each})"
-        )
-    text += f"; run: {run.path}"
-    if export_dir:
-        text += f"; SavedModel (verified): {export_dir}"
-    return text
-
-
 def execute(
     run: Run,
     splits: dp.Splits,
@@ -637,9 +518,9 @@ def execute(
             _write_models(run, model, recorder)
         best = zoo.load_model(run.file(BEST_MODEL))
         metrics = {
-            **_evaluate(run, best, splits),
+            **evaluation.evaluate_test(run.path, best, splits),
             "params": int(best.count_params()),
-            **_run_metrics(recorder.rows, trainable),
+            **evaluation.epoch_metrics(recorder.rows, trainable),
         }
         evaluated = True
     except KeyboardInterrupt as interrupt:
@@ -664,7 +545,7 @@ def execute(
             export_dir = export.export_saved_model(run.path, config.export)
     finally:
         run.unlock()
-    print(summary(run, metrics, export_dir))
+    print(evaluation.summary(config, run.path, metrics, export_dir))
     return TrainResult(run.path, metrics, recorder.history(), best, export_dir)
 
 

@@ -23,7 +23,8 @@ import data_pipelines as dp
 import zoo
 from zoo import files, recipe, runs
 from zoo.config import TrainConfig
-from zoo.runs import TrainingError, TrainResult, headline, test_metrics
+from zoo.evaluation import headline, test_metrics
+from zoo.runs import TrainingError, TrainResult
 
 __all__ = [
     "TrainConfig",
