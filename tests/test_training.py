@@ -711,3 +711,17 @@ def test_a_keras_file_that_does_not_fit_the_data_is_refused(
         "pass --image-size 16 --channels 1.",
     )
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_checkpointed_by_an_earlier_zoo_is_not_restarted(tmp_path, capsys):
+    """Runs checkpointed with Keras' BackupAndRestore (before progress.json) would
+    silently start over; they are refused instead."""
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(TrainConfig(epochs=5).to_dict()))
+    (run / "checkpoints" / "training_metadata.json").write_text('{"epoch": 2}')
+    out = zoo_main("train", "--resume", run, capsys=capsys)
+    one_line_error(out, "was checkpointed by an earlier zoo (Keras BackupAndRestore")
+    assert sorted(p.name for p in run.rglob("*")) == [
+        "checkpoints", "config.json", "training_metadata.json"
+    ]  # fmt: skip

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -428,11 +429,16 @@ def test_finetune_resume_after_sigkill_equals_an_uninterrupted_run(
 
 
 def test_finetune_resume_refuses_other_settings(uninterrupted_finetune, tmp_path):
+    with pytest.raises(ValueError, match=r"already finished \(6 of 6 epochs"):
+        transfer.finetune(resume=uninterrupted_finetune)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(uninterrupted_finetune, unfinished)
+    (unfinished / "metrics.json").unlink()
     with pytest.raises(ValueError, match="conflict with the run's transfer.json: "
                        "finetune_learning_rate=0.01 .run has 0.0001."):  # fmt: skip
-        transfer.finetune(resume=uninterrupted_finetune, finetune_lr=0.01)
+        transfer.finetune(resume=unfinished, finetune_lr=0.01)
     with pytest.raises(ValueError, match="conflict with the run's config: batch_size"):
-        transfer.finetune(resume=uninterrupted_finetune, batch_size=32)
+        transfer.finetune(resume=unfinished, batch_size=32)
     with pytest.raises(ValueError, match="is a `zoo train` run; resume it with zoo"):
         transfer.finetune(resume=_train_run(tmp_path))
 
@@ -441,6 +447,23 @@ def _train_run(root):
     return training.train(
         "mlp", "digits", epochs=1, run_dir=str(root), verbose=0
     ).run_dir
+
+
+def test_finetune_with_mixed_precision(pretrained, tmp_path):
+    result = transfer.finetune(
+        pretrained, "digits", head_epochs=1, finetune_epochs=1, unfreeze_top="stage3",
+        mixed_precision="mixed_bfloat16", batch_size=128, run_dir=str(tmp_path),
+        verbose=0,
+    )  # fmt: skip
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
+    policies = {la.name: la.dtype_policy.name for la in result.model.layers}
+    assert policies["predictions"] == "float32"  # outputs stay float32
+    assert policies["stage3_block1_conv1"] == "mixed_bfloat16"  # the backbone too
+    assert result.model(np.zeros((2, 8, 8, 1), "float32")).dtype == "float32"
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert (
+        config["mixed_precision"] == "mixed_bfloat16" and result.metrics["epochs"] == 2
+    )
 
 
 def test_finetune_with_a_mirrored_strategy_on_two_logical_cpus(pretrained, tmp_path):

@@ -189,6 +189,18 @@ class NaNGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def with_policy(model: keras.Model, config: TrainConfig) -> keras.Model:
+    """`model` computing under the config's mixed precision. Keras applies the
+    global policy only to layers created under it, so a model loaded or built
+    earlier (a `.keras` file, a pretrained backbone) is cloned with it; the output
+    layers stay float32."""
+    if not config.mixed_precision:
+        return model
+    from zoo.export.rewrites import with_precision
+
+    return with_precision(model, config.mixed_precision.removeprefix("mixed_"))
+
+
 def load_data(config: TrainConfig) -> dp.Splits:
     """The run's splits; labels become one-hot when the loss needs them."""
     splits = dp.load(

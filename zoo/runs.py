@@ -156,6 +156,13 @@ class Run:
                 f"--resume {path}: flags conflict with the run's config: "
                 f"{', '.join(conflicts)}. Drop them, or start a new run."
             )
+        legacy = path / CHECKPOINTS / "training_metadata.json"
+        if legacy.is_file() and not (path / CHECKPOINTS / PROGRESS_FILE).is_file():
+            raise ValueError(
+                f"{str(path)!r} was checkpointed by an earlier zoo (Keras "
+                "BackupAndRestore files, no progress.json); resume it with that "
+                "version, or start a new run."
+            )
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
         run.lock()  # refused now, before the data are loaded, if another owns it
         run.unlock()

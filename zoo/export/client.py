@@ -36,6 +36,8 @@ def load_images(
         ValueError: If a file is missing or unreadable, or `shape` has a channel
             count other than 1 or 3.
     """
+    # Pillow directly, not keras.utils.load_img: that converts colour modes and
+    # resizes silently, and a user should hear when their image was changed.
     from PIL import Image, UnidentifiedImageError
 
     height, width = shape[:2]

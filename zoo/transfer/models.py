@@ -187,7 +187,9 @@ def from_pretrained(
     pretrained = load_pretrained(source)
     features = _feature_tensor(pretrained, cut)
     model = _with_head(
-        pretrained.inputs,
+        # one input as a tensor, not a list: the model is then called on an array
+        # as the source was, without Keras' input-structure warning
+        pretrained.inputs[0] if len(pretrained.inputs) == 1 else pretrained.inputs,
         features,
         num_classes,
         dropout,

@@ -290,7 +290,7 @@ def _builder(
                 dropout=settings["dropout"],
                 classifier_activation=head,
             )
-        freeze(model)
+        model = freeze(recipe.with_policy(model, config))
         if top is not None:  # a bad spec fails now, not after phase 1
             resolve_layer(model, top, "unfreeze", last=False)
             if settings["finetune_epochs"]:
