@@ -164,8 +164,6 @@ class Run:
                 "version, or start a new run."
             )
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
-        run.lock()  # refused now, before the data are loaded, if another owns it
-        run.unlock()
         if run.file(METRICS_FILE).is_file():
             epochs = run.progress()["epoch"]
             raise ValueError(
@@ -173,10 +171,12 @@ class Run:
                 f"{METRICS_FILE} written); nothing to resume. Start a new run, or "
                 f"zoo finetune {path} to train on from its best model."
             )
+        run.lock(probe=True)  # refused now, before the data are loaded, if owned
         return run
 
-    def lock(self) -> None:
-        """Own the run, or refuse: two processes must never write one run."""
+    def lock(self, probe: bool = False) -> None:
+        """Own the run, or refuse: two processes must never write one run.
+        `probe` only checks that no other process owns it, writing nothing."""
         handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115  (held open)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -188,6 +188,9 @@ class Run:
                 f"run {str(self.path)!r} is in use by process {owner}; wait for it "
                 "to end (or stop it) before resuming."
             ) from None
+        if probe:
+            handle.close()
+            return
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
