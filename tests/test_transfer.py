@@ -342,14 +342,6 @@ def test_finetune_refuses_bad_options_before_training(pretrained, tmp_path):
         transfer.finetune(model, "digits", run_dir=runs, dropout=0.5)
 
 
-def test_cli_flags_are_the_finetune_options():
-    parser = cli.build_parser()
-    finetune = parser._subparsers._group_actions[0].choices["finetune"]
-    dests = {a.dest for a in finetune._actions}
-    assert {"dataset", *transfer.FINETUNE_OPTIONS} <= dests
-    assert "activation" not in dests and "epochs" not in dests  # train only
-
-
 # --- the run lifecycle: resume, strategies ------------------------------------------
 
 FINETUNE_ARGS = [

@@ -10,7 +10,6 @@ exits, so the search process does not grow from trial to trial.
 from __future__ import annotations
 
 import atexit
-import math
 import multiprocessing
 import os
 import re
@@ -25,7 +24,7 @@ import keras
 import keras_tuner as kt
 
 from tuning.hypermodels import ZooHyperModel
-from zoo import recipe
+from zoo import recipe, runs
 
 # Imported once by the forkserver; every trial process starts with them loaded.
 PRELOAD = ["tuning.search", "tensorboard.plugins.hparams.api"]
@@ -104,7 +103,7 @@ def run(job: TrialJob, parent_pid: int | None = None) -> dict[str, float]:
     keras.utils.set_random_seed(job.seed)
     try:
         model = job.hypermodel.build(job.hyperparameters)
-        size = sum(math.prod(w.shape) for w in model.trainable_weights)
+        size = runs.trainable_params(model)
         if job.max_model_size and size > job.max_model_size:
             raise kt.errors.FailedTrialError(
                 f"model has {size:,} trainable parameters, more than "

@@ -316,20 +316,19 @@ class RunRecorder(recipe.NaNGuard):
         EarlyStopping restored its best weights, for example)."""
         self.checkpoint(done=[*self.state["done"], self.phase])
 
-    def checkpoint(self, **state: Any) -> None:
-        """Write the latest weights and the best epoch's, then progress.json."""
+    def checkpoint(self, done: list[str | None] | None = None) -> None:
+        """Write the latest weights and the best epoch's, then progress.json;
+        `done`: the phases finished, when this checkpoint ends one."""
         started = time.monotonic()
         ckpt = self.run.checkpoints
         ckpt.mkdir(exist_ok=True)
         epoch = len(self.rows)
-        name = (
-            f"epoch-{epoch:04d}.weights.h5" if not state else f"end-{epoch}.weights.h5"
-        )
+        name = f"end-{epoch}.weights.h5" if done else f"epoch-{epoch:04d}.weights.h5"
         files.save_weights(self.model, ckpt / name)
         best = self.state.get("best")
         if self.best is not None:
             best_epoch, weights = self.best
-            if best_epoch == epoch and not state:  # the same weights as `name`
+            if best_epoch == epoch and not done:  # the same weights as `name`
                 best = name
             else:
                 best = f"best-{best_epoch:04d}.npz"
@@ -337,7 +336,7 @@ class RunRecorder(recipe.NaNGuard):
                     np.savez(tmp, *weights)
             self.best = None
         self.state.update(
-            state,
+            done=done or self.state["done"],
             epoch=epoch,
             phase=self.phase,
             weights=name,

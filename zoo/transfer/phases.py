@@ -105,7 +105,16 @@ def finetune(
         The TrainResult (run directory, test metrics of best.keras, history, model).
     """
     started = time.perf_counter()
-    settings = {k: v for k, v in locals().items() if k in DEFAULTS}
+    settings = {
+        "head_epochs": head_epochs,
+        "finetune_epochs": finetune_epochs,
+        "unfreeze_top": unfreeze_top,
+        "finetune_lr": finetune_lr,
+        "keep_batch_norm_frozen": keep_batch_norm_frozen,
+        "dropout": dropout,
+        "cut": cut,
+        "weights": weights,
+    }
     refused = sorted(set(options) - set(FINETUNE_OPTIONS))
     if refused:
         raise ValueError(
