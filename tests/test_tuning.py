@@ -3,9 +3,12 @@
 import contextlib
 import io
 import json
+import os
 import pathlib
 import shutil
 import socket
+import sys
+import threading
 import time
 
 import keras_tuner as kt
@@ -14,9 +17,10 @@ import pytest
 from conftest import RUN_FILES
 
 import tuning
-from tuning import spaces
+from tuning import distributed, spaces
+from tuning import tuner as tuner_module
 from tuning.search import IDLE_POLL_SECONDS, ZooTuner
-from zoo import cli, training
+from zoo import cli, files, training
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tuning.md"
 QUICK = {"max_trials": 4, "epochs": 3, "seed": 0}
@@ -341,6 +345,15 @@ def test_cli_hyperband_continues_trials_and_shows_results(tmp_path, capsys):
         (["tune", "mlp", "--distributed", "boss"], "unknown distributed role"),
         (["tune", "mlp", "--distributed", "worker"], "needs a unique --worker-id"),
         (
+            ["tune", "mlp", "--distributed", "worker", "--worker-id", "../search"],
+            "a worker needs a unique --worker-id: a plain name of letters, digits, "
+            "'-' and '_', without 'chief' in it; received '../search'.",
+        ),
+        (
+            ["tune", "mlp", "--distributed", "worker", "--worker-id", "w 1"],
+            "received 'w 1'",
+        ),
+        (
             ["tune", "mlp", "--distributed", "worker", "--worker-id", "w1",
              "--oracle-address", "localhost"],
             "bad oracle address 'localhost'; expected HOST:PORT",
@@ -420,3 +433,318 @@ def test_a_tuner_told_idle_waits_before_asking_again(tmp_path):
     assert IDLE_POLL_SECONDS == 0.5
     assert len(oracle.requests) == 3  # at 0, 0.5 and 1.0 s (thousands without the wait)
     assert all(gap >= 0.5 for gap in gaps)
+
+
+# --- kills, damaged files, concurrency (issue 18) -------------------------------------
+
+TINY = {"epochs": 1, "seed": 0, "isolate": False, "verbose": True}
+TINY_FIXED = {"num_layers": 1, "units_1": 16, "batch_size": 128}
+
+
+class Killed(BaseException):
+    """A SIGKILL at a named write, simulated: nothing of the search catches it."""
+
+
+def tiny_search(directory, max_trials, **options):
+    """A search of 1-epoch trials in this process; the ids of the trials it ran."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = tuning.search(
+            "mlp", directory=directory, max_trials=max_trials, fixed=TINY_FIXED,
+            **{**TINY, **options},
+        )  # fmt: skip
+    lines = printed.getvalue().splitlines()
+    return result, [line.split()[1] for line in lines if line.startswith("trial ")]
+
+
+@pytest.mark.parametrize(
+    ("target", "rerun"),
+    [
+        ("trials/oracle.json", []),  # saved while trial 1 is still listed running
+        ("results.csv", []),  # written after the oracle, before the tuner's save
+        ("trials/trial_1/trial.json", ["1"]),  # its result never reached the disk
+    ],
+)
+def test_a_kill_after_a_trial_ends_never_runs_a_recorded_trial_again(
+    tmp_path, monkeypatch, target, rerun
+):
+    """A kill at the named write (just before its rename: the temporary file is
+    complete) when trial 1 has ended; resume runs only what was not recorded."""
+    directory = tmp_path / "s"
+    replace = os.replace
+    trial_1 = directory / "trials" / "trial_1" / "trial.json"
+    state = {"killed": False}
+
+    def kill_at_write(src, dst, *args, **kwargs):
+        ended = pathlib.Path(src if str(dst) == str(trial_1) else trial_1)
+        if (
+            not state["killed"]
+            and str(dst) == str(directory / target)
+            and ended.is_file()
+            and '"COMPLETED"' in ended.read_text()
+        ):
+            state["killed"] = True
+            raise Killed(target)
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", kill_at_write)
+    with pytest.raises(Killed):
+        tiny_search(directory, 3)
+    monkeypatch.setattr(os, "replace", replace)
+    json.loads((directory / "trials" / "oracle.json").read_text())  # a valid copy
+    before = (directory / "trials" / "trial_0" / "trial.json").read_bytes()
+
+    result, ran = tiny_search(directory, 3, resume=True)
+    assert ran == [*rerun, "2"]
+    table = result.table
+    assert list(table["trial_id"]) == ["0", "1", "2"]
+    assert table["status"].eq("COMPLETED").all()
+    assert list(table["runs"]) == [1, 1, 1]
+    assert (directory / "trials" / "trial_0" / "trial.json").read_bytes() == before
+
+
+@pytest.fixture
+def damaged(mlp_search, tmp_path):
+    """A copy of the shared search, for a test to damage."""
+    directory = tmp_path / "damaged"
+    shutil.copytree(mlp_search[0].directory, directory)
+    return directory
+
+
+RESUME = [
+    "tune", "mlp", "--max-trials", "5", "--epochs", "3", "--seed", "0",
+    "--fix", "activation=tanh", "--fix", "batch_size=128", "--resume",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "command", "expected"),
+    [
+        ("trials/oracle.json", "", RESUME,
+         "is damaged: not valid JSON (Expecting value: line 1 column 1 (char 0))."),
+        ("trials/oracle.json", "{}", RESUME,
+         "is damaged: not a KerasTuner oracle state (KeyError: 'ongoing_trials')."),
+        ("trials/trial_2/trial.json", '{"trial_id": "2", "hyper', RESUME,
+         "is damaged: not valid JSON (Unterminated string starting at"),
+        ("trials/trial_2/trial.json", "[1, 2]", RESUME,
+         "is damaged: a KerasTuner trial is a JSON object, the file holds a list."),
+        ("search.json", "\x00\xff garbage", RESUME, "is damaged: not valid JSON"),
+        ("search.json", '{"family": "mlp"}', ["tune-results"],
+         "is damaged: it lacks dataset, tuner, objective, epochs, hyperparameters."),
+        ("results.csv", 'trial_id,status\n"0,COMPLETED\n', ["tune-results"],
+         "is damaged (Error tokenizing data. C error: EOF inside string"),
+        ("results.csv", "", ["tune-results"],
+         "is damaged (No columns to parse from file). It is written from trials/: "
+         "delete it and run the same zoo tune command with --resume to write it "
+         "again."),
+    ],
+)  # fmt: skip
+def test_a_damaged_tuning_file_is_one_line_naming_it(
+    damaged, capsys, name, content, command, expected
+):
+    path = damaged / name
+    path.write_text(content)
+
+    def state():
+        found = damaged.rglob("*")
+        return {p: p.read_bytes() for p in found if p.suffix in (".json", ".csv")}
+
+    before = state()
+    args = [*command, "--directory", str(damaged)] if command == RESUME else [
+        *command, str(damaged)]  # fmt: skip
+    code, out, err = run_cli(*args, capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"zoo {command[0]}: error: '{path}' ")
+    assert expected in err
+    assert state() == before  # nothing rewritten
+
+
+def test_two_searches_on_one_directory_the_second_is_refused(tmp_path, capsys):
+    directory = tmp_path / "busy"
+    directory.mkdir()
+    held = files.lock(directory / ".lock", "held")  # a running zoo tune
+    try:
+        code, _, err = run_cli(
+            "tune", "mlp", "--max-trials", "1", "--epochs", "1", "--in-process",
+            "--directory", str(directory), capsys=capsys,
+        )  # fmt: skip
+    finally:
+        held.close()
+    assert code == 2
+    assert err == (
+        f"zoo tune: error: search directory '{directory}' is in use by process "
+        f"{os.getpid()} (a zoo tune running there); wait for it to end (or stop it), "
+        "or pick another --directory.\n"
+    )
+    assert not (directory / "search.json").exists()
+
+
+def test_retrain_never_imports_the_module_search_json_names(
+    damaged, tmp_path, monkeypatch
+):
+    (tmp_path / "evilmod.py").write_text(
+        "import pathlib\npathlib.Path('evil-ran').write_text('x')\n"
+        "def space(hp):\n    return {}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = json.loads((damaged / "search.json").read_text())
+    (damaged / "search.json").write_text(json.dumps({**spec, "space": "evilmod:space"}))
+    result = tuning.load_results(damaged)
+    with pytest.raises(ValueError) as err:
+        result.retrain_and_export(tmp_path / "export")
+    assert str(err.value) == (
+        "this search used the custom space evilmod:space; zoo does not import a "
+        "module that search.json names. Import it yourself and pass it: "
+        "load_results(directory, space=...)."
+    )
+    assert not (tmp_path / "evil-ran").exists() and "evilmod" not in sys.modules
+    own = {**spec, "space": "tuning.spaces:mlp"}  # the project's own spaces resolve
+    (damaged / "search.json").write_text(json.dumps(own))
+    assert tuning.load_results(damaged)._space() is spaces.mlp
+
+
+def test_hyperband_retrains_a_trial_cut_short_for_the_full_epochs(tmp_path):
+    result, ran = tiny_search(tmp_path / "hb", 2, tuner="hyperband", epochs=3)
+    table = result.table
+    assert ran == ["0", "1"]
+    assert list(table["tuner/epochs"]) == [1, 1] and list(table["best_epoch"]) == [1, 1]
+    row = table.set_index("trial_id").loc[result.best_trial_id]
+    assert tuning.results.retrain_epochs(result.spec, row) == 3
+    retrained = result.retrain_and_export(tmp_path / "export")
+    assert retrained.metrics["epochs"] == 3 == len(retrained.history)
+    full = row.copy()
+    full["tuner/epochs"], full["best_epoch"] = 3, 2  # trained out, best at epoch 2
+    assert tuning.results.retrain_epochs(result.spec, full) == 2
+
+
+def test_ctrl_c_prints_the_resume_command(tmp_path, capsys, monkeypatch):
+    def interrupted(self, trial, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ZooTuner, "run_trial", interrupted)
+    monkeypatch.chdir(tmp_path)
+    args = ["tune", "mlp", "--max-trials", "2", "--epochs", "1", "--in-process"]
+    code, _, err = run_cli(*args, capsys=capsys)
+    assert code == 130
+    assert err == (
+        "zoo tune: interrupted; continue it with zoo tune mlp --max-trials 2 "
+        "--epochs 1 --in-process --directory tuning_runs/mlp_digits --resume\n"
+    )
+    directory = ["--directory", "tuning_runs/mlp_digits"]
+    code, _, again = run_cli(*args, "--resume", *directory, capsys=capsys)
+    assert code == 130 and again == err  # neither flag twice
+
+
+def test_a_worker_reports_to_the_chief_while_its_trial_runs(tmp_path, monkeypatch):
+    oracle = kt.oracles.RandomSearchOracle(
+        objective="val_accuracy", max_trials=1,
+        hyperparameters=spaces.declare(spaces.mlp),
+    )  # fmt: skip
+    tuner = ZooTuner(
+        oracle, None, epochs=1, early_stopping=None, max_model_size=None, seed=0,
+        isolate=False, verbose=False, heartbeat=0.1, directory=str(tmp_path),
+    )  # fmt: skip
+    trial = oracle.create_trial("w1")
+    asked = []
+    monkeypatch.setattr(oracle, "get_trial", asked.append)
+    monkeypatch.setattr(ZooTuner, "_is_worker", lambda self: True)
+    monkeypatch.setattr(
+        tuner_module.worker, "run", lambda job: time.sleep(0.55) or {"val_accuracy": 1}
+    )
+    assert tuner.run_trial(trial)["val_accuracy"] == 1
+    assert asked[:4] == [trial.trial_id] * 4
+    time.sleep(0.3)
+    assert len(asked) <= 5  # the reports stop with the trial
+
+
+def stub(address):
+    import grpc
+    from keras_tuner.src import protos
+
+    channel = grpc.insecure_channel(address)
+    return protos.get_service_grpc().OracleStub(channel), protos.get_service(), channel
+
+
+def test_the_chief_refuses_bad_and_duplicate_ids_and_gives_up_silent_workers(
+    tmp_path,
+):
+    """A stray message, a second worker "w1", two workers that go silent (killed)
+    and one that reports while its long trial runs: the chief fails the silent
+    workers' trials after --oracle-timeout and ends when the budget is spent."""
+    import grpc
+
+    address = f"127.0.0.1:{free_port()}"
+    ended = {}
+
+    def chief():
+        try:
+            ended["result"] = tuning.search(
+                "mlp", directory=tmp_path / "c", distributed="chief", max_trials=3,
+                oracle_address=address, oracle_timeout=2.0, verbose=False,
+            )  # fmt: skip
+        except BaseException as err:  # noqa: BLE001  (reported by the test)
+            ended["error"] = err
+
+    thread = threading.Thread(target=chief, daemon=True)
+    thread.start()
+    oracle, service, channel = stub(address)
+
+    def create(tuner_id):
+        request = service.CreateTrialRequest(tuner_id=tuner_id)
+        return oracle.CreateTrial(request, wait_for_ready=True, timeout=60).trial
+
+    with pytest.raises(grpc.RpcError) as stray:
+        # one stray message from any local process (issue 18's reproduction)
+        channel.unary_unary("/keras_tuner.Oracle/CreateTrial")(
+            b"", wait_for_ready=True, timeout=60
+        )
+    assert stray.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "received ''" in stray.value.details()
+    assert create("w1").trial_id == "0"
+    with pytest.raises(grpc.RpcError) as duplicate:
+        create("w1")
+    assert duplicate.value.details().startswith(
+        "worker id 'w1' is taken: a worker with that id is running trial 0 (last "
+        "heard from 0 s ago)."
+    )
+    assert create("w2").trial_id == "1"
+    long = create("w3")
+    for _ in range(12):  # 3 s > --oracle-timeout, reporting every 0.25 s
+        time.sleep(0.25)
+        oracle.GetTrial(service.GetTrialRequest(trial_id=long.trial_id))
+    oracle.UpdateTrial(
+        service.UpdateTrialRequest(
+            trial_id=long.trial_id, metrics={"val_accuracy": 0.5}, step=0
+        )
+    )
+    done = kt.engine.trial.Trial.from_proto(long)
+    done.status = "COMPLETED"
+    oracle.EndTrial(service.EndTrialRequest(trial=done.to_proto()))
+    assert kt.engine.trial.Trial.from_proto(create("w3")).status == "STOPPED"
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the chief did not end"
+    assert "error" not in ended, ended.get("error")
+    table = ended["result"].table
+    assert list(table["status"]) == ["FAILED", "FAILED", "COMPLETED"]
+    assert list(table["worker"]) == ["w1", "w2", "w3"]
+    assert table["error"].iloc[0] == (
+        "worker w1 stopped answering the chief for more than 2 s (killed?); its "
+        "trial failed."
+    )
+
+
+def test_a_restarted_chief_can_listen_at_once(tmp_path):
+    """The port of a chief that just ended has connections in TIME_WAIT."""
+    address = f"127.0.0.1:{free_port()}"
+    port = int(address.rsplit(":", 1)[1])
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        client = socket.create_connection(("127.0.0.1", port))
+        connection, _ = server.accept()
+        connection.close()  # the server side closes first: TIME_WAIT on the port
+        client.close()
+    distributed.check_can_listen(address)  # no "Address already in use"

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import os
+import re
 import socket
 import time
 import warnings
@@ -20,7 +21,25 @@ if TYPE_CHECKING:
     from tuning.results import RecordingOracle
 
 ROLES = ("chief", "worker")
+# A worker id is a file name in the search directory (KerasTuner's
+# `trials/<tuner id>.json`) and a key of the chief's bookkeeping: a plain name.
+_WORKER_ID = re.compile(r"[A-Za-z0-9_-]+")
 _ENV = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+
+
+def check_worker_id(worker_id: object) -> str:
+    """A worker's id, refused unless it is a plain name without "chief" in it."""
+    if (
+        not isinstance(worker_id, str)
+        or not _WORKER_ID.fullmatch(worker_id)
+        or "chief" in worker_id
+    ):
+        raise ValueError(
+            "a worker needs a unique --worker-id: a plain name of letters, digits, "
+            f"'-' and '_', without 'chief' in it; received {worker_id!r}. Pass e.g. "
+            "--worker-id w1."
+        )
+    return worker_id
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -101,9 +120,15 @@ def wait_for_oracle(address: str, timeout: float) -> None:
 
 
 def serve_oracle(oracle: RecordingOracle, address: str, idle_timeout: float) -> None:
-    """The chief: KerasTuner's gRPC oracle service until every trial has ended and
-    every worker was told to stop (as `oracle_chief.start_server`, plus a clean
-    shutdown and a bounded wait when no worker shows up).
+    """The chief: KerasTuner's gRPC oracle service until the budget is spent, every
+    trial has ended and every worker was told to stop (as
+    `oracle_chief.start_server`, plus a clean shutdown and bounded waits).
+
+    A worker that has not been heard from for `idle_timeout` seconds (workers ask
+    for trials, and report every few seconds while one runs) is given up: its trial
+    fails. A request with a malformed id or the id of another running worker is
+    refused; KerasTuner would register a trial that nobody runs, or hand the same
+    trial to both workers.
 
     Raises:
         ValueError: When no worker asked for a trial for `idle_timeout` seconds
@@ -113,13 +138,27 @@ def serve_oracle(oracle: RecordingOracle, address: str, idle_timeout: float) -> 
     from keras_tuner.src import protos
     from keras_tuner.src.distribute import oracle_chief
 
+    class Servicer(oracle_chief.OracleServicer):
+        def CreateTrial(self, request, context):
+            try:
+                refusal = oracle.refusal(check_worker_id(request.tuner_id))
+            except ValueError as err:
+                refusal = str(err)
+            if refusal:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, refusal)
+            return super().CreateTrial(request, context)
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = oracle_chief.OracleServicer(oracle)
+    servicer = Servicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(address)
     server.start()
     try:
-        while not (servicer.stop_triggered and oracle_chief.exit_chief(oracle)):
+        while True:
+            oracle.drop_silent_tuners(idle_timeout)
+            stopping = servicer.stop_triggered or oracle.budget_spent()
+            if stopping and oracle_chief.exit_chief(oracle):
+                break
             if oracle.idle_seconds() > idle_timeout:
                 raise ValueError(
                     f"no worker asked the chief at {address} for a trial in "
@@ -133,10 +172,14 @@ def serve_oracle(oracle: RecordingOracle, address: str, idle_timeout: float) -> 
 
 
 def check_can_listen(address: str) -> None:
+    """Refuse an address the chief cannot listen on, before anything is loaded. The
+    probe binds as gRPC does (SO_REUSEADDR): the port of a chief that just ended
+    (its connections in TIME_WAIT for a minute) is free for a new one."""
     host, port = parse_address(address)
     try:
         family = socket.getaddrinfo(host, port)[0][0]
         with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
     except OSError as err:
         raise ValueError(

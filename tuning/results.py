@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import importlib
 import json
 import math
 import os
@@ -44,6 +43,7 @@ OBJECTIVES = {
 DATA_OPTIONS = tuple(n for n in options_for("tune") if n not in ("dataset", "seed"))
 SPEC_FILE = "search.json"
 TABLE_FILE = "results.csv"
+TRIAL_FILE = "trial.json"
 ERROR_FILE = "error.txt"
 PROJECT = "trials"
 PLOTS = ("score_by_trial.png", "score_vs_hyperparameters.png")
@@ -113,9 +113,29 @@ def _short(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+# A trial with one of these statuses in its trial.json has ended: it is never run
+# again (KerasTuner's own statuses).
+ENDED = ("COMPLETED", "FAILED")
+
+
 class RecordingOracle:
     """Mixed into KerasTuner's oracles: records who ran each trial and how often it
-    ended (persisted in oracle.json), and tells the recorder when a trial ends."""
+    ended (persisted in oracle.json), and tells the recorder when a trial ends.
+
+    Its state is saved and reloaded by hand (`save`, `_save_trial`, `reload`):
+    KerasTuner 1.4.8 rewrites oracle.json and trial.json in place
+    (`utils.save_json` opens them for writing, truncating them), so a kill at that
+    moment left an empty file that no resume could read; and `end_trial` saves the
+    oracle while the ended trial is still listed as running, so a kill before the
+    next save made resume run a finished trial again. Here every file is replaced
+    whole (`zoo.files.write_json`: the last good copy stays until the new one is
+    complete), a trial's own trial.json is the source of truth for whether it ended,
+    and a damaged file is refused in one line naming it.
+
+    On a distributed chief it also remembers when each worker was last heard from
+    (`drop_silent_tuners`) and refuses a second worker with the id of a running one
+    (`refusal`).
+    """
 
     recorder: TrialRecorder | None = None
 
@@ -124,26 +144,100 @@ class RecordingOracle:
         self.workers: dict[str, str] = {}
         self.runs: dict[str, int] = {}
         self.last_call = time.monotonic()
+        self.heard: dict[str, float] = {}  # tuner id -> time.monotonic()
 
     def idle_seconds(self) -> float:
         """Seconds since a tuner last asked for or ended a trial, if none is running."""
         return 0.0 if self.ongoing_trials else time.monotonic() - self.last_call
 
+    def _holder(self, trial_id: str) -> str | None:
+        """The tuner running `trial_id`, None when it is not running."""
+        return next(
+            (
+                t
+                for t, trial in self.ongoing_trials.items()
+                if trial.trial_id == trial_id
+            ),
+            None,
+        )
+
+    def _heard_about(self, trial_id: str) -> str | None:
+        holder = self._holder(trial_id)
+        if holder is not None:
+            self.heard[holder] = time.monotonic()
+        return holder
+
     @kt.synchronized
     def create_trial(self, tuner_id: str):
-        self.last_call = time.monotonic()
+        self.last_call = self.heard[tuner_id] = time.monotonic()
         trial = super().create_trial(tuner_id)
         if trial.status == "RUNNING":
             self.workers[trial.trial_id] = tuner_id
         return trial
 
+    # KerasTuner's `synchronized` never releases its lock when the method raises:
+    # a request naming an unknown trial (a stray gRPC message) must not raise here.
+
+    @kt.synchronized
+    def get_trial(self, trial_id: str):
+        self._heard_about(trial_id)  # a worker's heartbeat while its trial runs
+        return self.trials.get(trial_id)
+
+    @kt.synchronized
+    def update_trial(self, trial_id: str, metrics, step=0):
+        if self._heard_about(trial_id) is None:  # ended already, or unknown
+            return self.trials.get(trial_id)
+        return super().update_trial(trial_id, metrics, step=step)
+
     @kt.synchronized
     def end_trial(self, trial) -> None:
         self.last_call = time.monotonic()
+        if self._heard_about(trial.trial_id) is None:  # ended already
+            return
         self.runs[trial.trial_id] = self.runs.get(trial.trial_id, 0) + 1
         super().end_trial(trial)
         if self.recorder is not None:
             self.recorder.trial_ended(self, trial.trial_id)
+
+    @kt.synchronized
+    def refusal(self, tuner_id: str) -> str | None:
+        """Why a request of `tuner_id` for a trial is refused, None if it is not:
+        a tuner asks only when its trial has ended, so a request under the id of a
+        running trial comes from another worker with the same id."""
+        trial = self.ongoing_trials.get(tuner_id)
+        if trial is None:
+            return None
+        ago = time.monotonic() - self.heard.get(tuner_id, self.last_call)
+        return (
+            f"worker id {tuner_id!r} is taken: a worker with that id is running "
+            f"trial {trial.trial_id} (last heard from {ago:.0f} s ago). Pass another "
+            "--worker-id, or wait --oracle-timeout for the chief to give that "
+            "worker up."
+        )
+
+    @kt.synchronized
+    def drop_silent_tuners(self, timeout: float) -> None:
+        """Give up the tuners not heard from for `timeout` seconds (killed, or cut
+        off): the trial each was running fails, so the chief can end."""
+        now = time.monotonic()
+        for tuner_id in sorted(self.tuner_ids):
+            if now - self.heard.get(tuner_id, now) <= timeout:
+                continue
+            self.tuner_ids.discard(tuner_id)
+            trial = self.ongoing_trials.get(tuner_id)
+            if trial is not None:
+                message = (
+                    f"worker {tuner_id} stopped answering the chief for more than "
+                    f"{timeout:g} s (killed?); its trial failed."
+                )
+                path = Path(self._get_trial_dir(trial.trial_id), ERROR_FILE)
+                files.write_atomic(path, message + "\n")
+                trial.status, trial.message = "FAILED", message
+                self.end_trial(trial)
+
+    def budget_spent(self) -> bool:
+        """Every trial of `max_trials` was handed out."""
+        return bool(self.max_trials) and len(self.trials) >= self.max_trials
 
     def get_state(self) -> dict[str, Any]:
         return {**super().get_state(), "workers": self.workers, "runs": self.runs}
@@ -152,6 +246,40 @@ class RecordingOracle:
         super().set_state(state)
         self.workers = dict(state.get("workers", {}))
         self.runs = dict(state.get("runs", {}))
+
+    def save(self) -> None:
+        files.write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial) -> None:
+        path = Path(self._get_trial_dir(trial.trial_id), TRIAL_FILE)
+        files.write_json(path, trial.get_state())
+
+    def reload(self) -> None:
+        """The oracle as saved, with every trial that has not ended (by its
+        trial.json) queued to run again, and every ended one counted as ended."""
+        for path in sorted(Path(self._project_dir).glob(f"trial_*/{TRIAL_FILE}")):
+            trial = load_trial(path)
+            self.trials[trial.trial_id] = trial
+        path = Path(self._get_oracle_fname())
+        state = read_json(path, "the tuning oracle's state")
+        try:
+            self.set_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"{str(path)!r} is damaged: not a KerasTuner oracle state ("
+                f"{type(err).__name__}: {_brief(err)}). {_RESTORE}"
+            ) from None
+        self.ongoing_trials = {}
+        self._retry_queue = [
+            t for t in self._retry_queue if self.trials[t].status not in ENDED
+        ]
+        for trial_id in sorted(self.trials):
+            if self.trials[trial_id].status in ENDED:
+                self.runs.setdefault(trial_id, 1)
+                if trial_id not in self.end_order:
+                    self.end_order.append(trial_id)
+            elif trial_id not in self._retry_queue:
+                self._retry_queue.append(trial_id)
 
 
 @functools.cache
@@ -210,6 +338,46 @@ def _typed(table: pd.DataFrame, space) -> pd.DataFrame:
         if isinstance(hp, kt.engine.hyperparameters.Int) and hp.name in table:
             table[hp.name] = table[hp.name].astype("Int64")
     return table
+
+
+_RESTORE = "Restore it from a copy, or start the search again in a new --directory."
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON object in a search file; a missing or damaged one is refused in one
+    line naming it (never a parser message without the file name)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(
+            f"{str(path)!r} is missing: it holds {what}. {_RESTORE}"
+        ) from None
+    except (OSError, ValueError) as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"{str(path)!r} is damaged: not valid JSON ({_brief(err)}). {_RESTORE}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{str(path)!r} is damaged: {what} is a JSON object, the file holds a "
+            f"{type(data).__name__}. {_RESTORE}"
+        )
+    return data
+
+
+def load_trial(path: Path) -> kt.engine.trial.Trial:
+    """A trial's record (trial.json), or one line naming the damaged file."""
+    state = read_json(path, "a KerasTuner trial")
+    try:
+        return kt.engine.trial.Trial.from_state(state)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"{str(path)!r} is damaged: not a KerasTuner trial ("
+            f"{type(err).__name__}: {_brief(err)}). {_RESTORE}"
+        ) from None
+
+
+def _brief(err: BaseException) -> str:
+    return " ".join(str(err).split())[:200] or type(err).__name__
 
 
 def error_line(text: str) -> str:
@@ -280,8 +448,9 @@ class SearchResult:
 
     def best_trial(self) -> kt.engine.trial.Trial:
         """KerasTuner's record of the best trial (its exact HyperParameters)."""
-        path = self.directory / PROJECT / f"trial_{self.best_trial_id}" / "trial.json"
-        return kt.engine.trial.Trial.load(str(path))
+        return load_trial(
+            self.directory / PROJECT / f"trial_{self.best_trial_id}" / TRIAL_FILE
+        )
 
     @property
     def best_hyperparameters(self) -> dict[str, Any]:
@@ -306,7 +475,7 @@ class SearchResult:
 
         Args:
             base_dir: Export root; the SavedModel goes to `<base_dir>/<version>`.
-            epochs: Epochs to train (default: the best trial's best epoch).
+            epochs: Epochs to train (default: `retrain_epochs`).
             verbose: Keras verbosity of the fit.
 
         Returns:
@@ -325,7 +494,7 @@ class SearchResult:
         config = dataclasses.replace(
             config,
             model=self.spec["family"],
-            epochs=epochs or int(row["best_epoch"]),
+            epochs=epochs or retrain_epochs(self.spec, row),
             run_dir=str(self.directory),
             export=str(base_dir),
         )
@@ -347,16 +516,30 @@ class SearchResult:
         )
 
     def _space(self) -> spaces.Space | None:
-        if self.space is not None or self.spec["space"] is None:
+        """The space of the search: the one given, or a space of the project's own
+        (`tuning.spaces`). A custom space is never imported by the name that
+        search.json gives: whoever can write that file could name any module."""
+        if self.space is not None or self.spec.get("space") is None:
             return self.space
         module, _, name = self.spec["space"].partition(":")
-        try:
-            return getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            raise ValueError(
-                f"this search used the custom space {self.spec['space']}, which cannot "
-                "be imported here; pass it: load_results(directory, space=...)."
-            ) from None
+        own = getattr(spaces, name, None) if module == spaces.__name__ else None
+        if callable(own):
+            return own
+        raise ValueError(
+            f"this search used the custom space {self.spec['space']}; zoo does not "
+            f"import a module that {SPEC_FILE} names. Import it yourself and pass it: "
+            "load_results(directory, space=...)."
+        )
+
+
+def retrain_epochs(spec: Mapping[str, Any], row: pd.Series) -> int:
+    """Epochs to retrain a trial for: its best epoch; but a Hyperband trial whose
+    round gave it fewer epochs than the search's `epochs` (its `tuner/epochs`) was
+    cut short, not trained out, so it gets the `epochs` of a fully trained trial."""
+    budget = row.get("tuner/epochs")
+    if not _missing(budget) and int(budget) < int(spec["epochs"]):
+        return int(spec["epochs"])
+    return int(row["best_epoch"])
 
 
 def _train_config(spec: Mapping[str, Any]) -> TrainConfig:
@@ -384,28 +567,75 @@ def _train_and_val(splits: dp.Splits, config: TrainConfig) -> dp.Splits:
 def load_results(
     directory: str | os.PathLike, space: spaces.Space | None = None
 ) -> SearchResult:
-    """The search in `directory` (made by `search`), read from its files."""
+    """The search in `directory` (made by `search`), read from its files.
+
+    Args:
+        directory: The search directory.
+        space: The space function of a search with a custom space (needed to
+            retrain it; never imported by the name search.json gives).
+    """
     directory = Path(directory)
-    spec_path = directory / SPEC_FILE
-    if not spec_path.is_file():
+    spec = read_spec(directory)
+    table_path = directory / TABLE_FILE
+    if table_path.is_file():
+        table = _read_table(table_path, spec)
+    else:
+        names = [h.name for h in _space_of(spec)]
+        columns = ["trial_id", "status", *names, spec["objective"]]
+        table = _typed(pd.DataFrame(columns=columns), _space_of(spec))
+    return SearchResult(directory, spec, table, space)
+
+
+# What search.json must hold for a search to be read back.
+_SPEC_KEYS = ("family", "dataset", "tuner", "objective", "epochs", "hyperparameters")
+
+
+def read_spec(directory: Path) -> dict[str, Any]:
+    """search.json of `directory`, checked: one line naming it when it is missing
+    or damaged."""
+    path = directory / SPEC_FILE
+    if not path.is_file():
         raise ValueError(
             f"{str(directory)!r} is not a search directory (no {SPEC_FILE}); pass a "
             "directory made by `zoo tune`."
         )
-    spec = json.loads(spec_path.read_text())
-    table_path = directory / TABLE_FILE
-    names = [h["config"]["name"] for h in spec["hyperparameters"]["space"]]
-    table = (
-        pd.read_csv(
-            table_path,
+    spec = read_json(path, "the search's description")
+    missing = [k for k in _SPEC_KEYS if k not in spec]
+    problem = f"it lacks {', '.join(missing)}" if missing else None
+    if not problem and spec["objective"] not in OBJECTIVES:
+        problem = f"unknown objective {spec['objective']!r}"
+    if not problem:
+        try:
+            _space_of(spec)
+        except Exception as err:  # KerasTuner raises anything on a bad config
+            problem = f"unreadable hyperparameters ({_brief(err)})"
+    if problem:
+        raise ValueError(f"{str(path)!r} is damaged: {problem}. {_RESTORE}")
+    return spec
+
+
+def _read_table(path: Path, spec: Mapping[str, Any]) -> pd.DataFrame:
+    """results.csv; a damaged one in one line naming it (it is derived from
+    trials/, so a resume writes it again)."""
+    try:
+        table = pd.read_csv(
+            path,
             dtype={"trial_id": str, "tuner/trial_id": str},
             keep_default_na=False,  # "none", "nan" are values; an empty cell is not
             na_values=[""],
         )
-        if table_path.is_file()
-        else pd.DataFrame(columns=["trial_id", "status", *names, spec["objective"]])
-    )
-    return SearchResult(directory, spec, _typed(table, _space_of(spec)), space)
+        missing = [
+            c for c in ("trial_id", "status", spec["objective"]) if c not in table
+        ]
+        if missing:
+            raise ValueError(f"no column {', '.join(missing)}")
+        return _typed(table, _space_of(spec))
+    except (ValueError, TypeError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(
+            f"{str(path)!r} is damaged ({_brief(err)}). It is written from trials/: "
+            "delete it and run the same zoo tune command with --resume to write it "
+            "again."
+        ) from None
 
 
 def _space_of(spec: Mapping[str, Any]) -> list:

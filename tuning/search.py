@@ -37,6 +37,7 @@ from tuning import hypermodels, spaces, worker
 from tuning.distributed import (
     ROLES,
     check_can_listen,
+    check_worker_id,
     kerastuner_settings,
     parse_address,
     serve_oracle,
@@ -56,10 +57,11 @@ from tuning.results import (
     error_line,
     load_results,
     plot_results,
+    read_spec,
     recording_oracle,
     results_table,
 )
-from tuning.tuner import IDLE_POLL_SECONDS, ZooTuner
+from tuning.tuner import HEARTBEAT_SECONDS, IDLE_POLL_SECONDS, ZooTuner
 from zoo import files, recipe
 from zoo.config import TrainConfig
 
@@ -112,11 +114,21 @@ def _spec_differences(saved: Mapping[str, Any], spec: Mapping[str, Any]) -> list
     return out
 
 
-def _claim_directory(directory: Path, spec: dict[str, Any], mode: str) -> None:
-    """Refuse a directory of another search; write search.json for a new one.
+# The lock file of a search directory (`zoo.files.lock`), held by the search
+# process or the chief while it runs.
+LOCK_FILE = ".lock"
+
+
+def _claim_directory(directory: Path, spec: dict[str, Any], mode: str):
+    """Refuse a directory of another search, or one that another process is
+    searching; write search.json for a new one.
 
     `mode` is "new" (the directory must not hold a search), "resume" (it must hold
     this search) or "join" (a worker: the chief's search must be this one).
+
+    Returns:
+        The directory's lock (`zoo.files.lock`; None for a worker, which shares
+        the chief's directory): close it when the search ends.
     """
     path = directory / SPEC_FILE
     if not path.is_file():
@@ -130,9 +142,31 @@ def _claim_directory(directory: Path, spec: dict[str, Any], mode: str) -> None:
                 )
             )
         directory.mkdir(parents=True, exist_ok=True)
+    held = None if mode == "join" else _lock(directory)
+    try:
+        _check_spec(directory, spec, mode)
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    return held
+
+
+def _lock(directory: Path):
+    return files.lock(
+        directory / LOCK_FILE,
+        f"search directory {str(directory)!r} is in use by process {{owner}} (a "
+        "zoo tune running there); wait for it to end (or stop it), or pick "
+        "another --directory.",
+    )
+
+
+def _check_spec(directory: Path, spec: dict[str, Any], mode: str) -> None:
+    path = directory / SPEC_FILE
+    if not path.is_file():
         files.write_atomic(path, json.dumps(spec, indent=2))
         return
-    saved = json.loads(path.read_text())
+    saved = read_spec(directory)
     if mode == "new":
         raise ValueError(
             f"{str(directory)!r} already holds a search ({saved.get('family')} on "
@@ -146,8 +180,6 @@ def _claim_directory(directory: Path, spec: dict[str, Any], mode: str) -> None:
             f"{'; '.join(differences)}. Use the same settings to {mode} it, or pick "
             "another --directory."
         )
-    if mode == "resume":
-        files.write_atomic(path, json.dumps(spec, indent=2))
 
 
 def _make_oracle(
@@ -222,11 +254,8 @@ def _check_arguments(
             f"{', '.join(DATA_OPTIONS)}. Pin hyperparameters with fixed={{...}} "
             "(--fix NAME=VALUE)."
         )
-    if distributed == "worker" and (not worker_id or "chief" in str(worker_id)):
-        raise ValueError(
-            f"a worker needs a unique --worker-id without 'chief' in it; received "
-            f"{worker_id!r}. Pass e.g. --worker-id w1."
-        )
+    if distributed == "worker":
+        check_worker_id(worker_id)
     if distributed is not None:
         parse_address(oracle_address)
 
@@ -255,7 +284,14 @@ def _run_search(
             f"search stopped: {str(err).splitlines()[0]} Last error: "
             f"{error_line(str(err))}. See {directory / TABLE_FILE}."
         ) from None
+    except KeyboardInterrupt as interrupt:
+        interrupt.run_dir = directory  # the CLI's hint names the search to resume
+        raise
     except Exception as err:
+        if type(err).__module__.startswith("grpc") and _refused(err):
+            raise ValueError(
+                f"the chief refused this worker: {err.details()}"
+            ) from None
         if type(err).__module__.startswith("grpc"):
             raise ValueError(
                 f"lost the tuning oracle at {oracle_address} ({err.code().name}); "
@@ -266,6 +302,13 @@ def _run_search(
         if distributed != "worker":
             table = results_table(oracle, directory)
             files.write_atomic(directory / TABLE_FILE, table.to_csv(index=False))
+
+
+def _refused(err) -> bool:
+    """A gRPC error of the chief's own refusal (see `distributed.serve_oracle`)."""
+    import grpc
+
+    return err.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def search(
@@ -362,41 +405,53 @@ def search(
         if isolate:
             _check_picklable(model_maker)
         mode = "join" if distributed == "worker" else "resume" if resume else "new"
-        _claim_directory(directory, spec, mode)
-        oracle = _make_oracle(
-            tuner,
-            objective,
-            max_trials,
-            hps,
-            epochs,
-            seed,
-            max_consecutive_failed_trials,
-        )
-        if distributed != "worker":
-            oracle.recorder = TrialRecorder(directory, objective, verbose)
-        zoo_tuner = ZooTuner(
-            oracle,
-            model_maker,
-            epochs=epochs,
-            early_stopping=early_stopping,
-            max_model_size=max_model_size,
-            seed=seed,
-            isolate=isolate,
-            verbose=verbose,
-            directory=str(directory),
-            project_name=PROJECT,
-            overwrite=False,
-        )
-        if verbose:
-            role = " ".join(filter(None, (distributed, worker_id)))
-            role = f" ({role})" if role else ""
-            print(
-                f"tuning {family} on {dataset}{role}: {tuner} search, {max_trials} "
-                f"trials, {objective} ({OBJECTIVES[objective]}); {directory}"
+        held = _claim_directory(directory, spec, mode)
+        try:
+            oracle = _make_oracle(
+                tuner,
+                objective,
+                max_trials,
+                hps,
+                epochs,
+                seed,
+                max_consecutive_failed_trials,
             )
-        _run_search(
-            zoo_tuner, oracle, directory, distributed, oracle_address, oracle_timeout
-        )
+            if distributed != "worker":
+                oracle.recorder = TrialRecorder(directory, objective, verbose)
+            zoo_tuner = ZooTuner(
+                oracle,
+                model_maker,
+                epochs=epochs,
+                early_stopping=early_stopping,
+                max_model_size=max_model_size,
+                seed=seed,
+                isolate=isolate,
+                verbose=verbose,
+                heartbeat=min(HEARTBEAT_SECONDS, oracle_timeout / 4),
+                directory=str(directory),
+                project_name=PROJECT,
+                overwrite=False,
+            )
+            if mode == "resume":  # its state was read: a new max_trials is kept
+                files.write_atomic(directory / SPEC_FILE, json.dumps(spec, indent=2))
+            if verbose:
+                role = " ".join(filter(None, (distributed, worker_id)))
+                role = f" ({role})" if role else ""
+                print(
+                    f"tuning {family} on {dataset}{role}: {tuner} search, {max_trials} "
+                    f"trials, {objective} ({OBJECTIVES[objective]}); {directory}"
+                )
+            _run_search(
+                zoo_tuner,
+                oracle,
+                directory,
+                distributed,
+                oracle_address,
+                oracle_timeout,
+            )
+        finally:
+            if held is not None:
+                held.close()
     result = load_results(directory, space)
     if distributed != "worker" and not result.table.empty:
         result.plot()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,9 @@ from zoo import files
 
 # Seconds a tuner waits before asking again when the oracle answered IDLE.
 IDLE_POLL_SECONDS = 0.5
+# Most seconds between the reports of a distributed worker while its trial runs:
+# the chief gives up a worker it has not heard from for --oracle-timeout.
+HEARTBEAT_SECONDS = 5.0
 
 
 class ZooTuner(kt.Tuner):
@@ -31,6 +37,8 @@ class ZooTuner(kt.Tuner):
         seed: Seed of every trial (weights, shuffling, augmentation).
         isolate: Run each trial in a fresh child process.
         verbose: Print a line per trial on a distributed worker.
+        heartbeat: Seconds between a distributed worker's reports to the chief
+            while a trial runs.
         **kwargs: `directory`, `project_name`, ... of `keras_tuner.Tuner`.
     """
 
@@ -45,9 +53,15 @@ class ZooTuner(kt.Tuner):
         seed: int,
         isolate: bool,
         verbose: bool,
+        heartbeat: float = HEARTBEAT_SECONDS,
         **kwargs: Any,
     ) -> None:
+        self._reloaded = False
         super().__init__(oracle, hypermodel, **kwargs)
+        if not (self._reloaded or self._is_worker()):
+            if os.path.isfile(self.oracle._get_oracle_fname()):
+                self.reload()  # the oracle's file, not the tuner's, tells (`save`)
+        self.heartbeat = heartbeat
         self.epochs = epochs
         self.early_stopping = early_stopping
         self.max_model_size = max_model_size
@@ -69,6 +83,20 @@ class ZooTuner(kt.Tuner):
     def on_trial_begin(self, trial) -> None:
         self._asked = False
         super().on_trial_begin(trial)
+
+    def save(self) -> None:
+        """Save the oracle's state only. KerasTuner also writes the tuner's own state,
+        always empty, to trials/<tuner id>.json, in place: a kill there left a file
+        no resume could read, and the file only told KerasTuner that there is
+        something to reload, which oracle.json tells here. A worker saves nothing:
+        the chief owns the state."""
+        if not self._is_worker():
+            self.oracle.save()
+
+    def reload(self) -> None:
+        self._reloaded = True
+        if not self._is_worker():
+            self.oracle.reload()
 
     def _populate_initial_space(self) -> None:
         """No-op: the oracle starts with the full space (`spaces.declare`); KerasTuner's
@@ -99,13 +127,35 @@ class ZooTuner(kt.Tuner):
         )
         started = time.perf_counter()
         try:
-            metrics = (worker.run_isolated if self.isolate else worker.run)(job)
+            with self._reporting(trial.trial_id):
+                metrics = (worker.run_isolated if self.isolate else worker.run)(job)
         except Exception as err:
             text = str(err) if self.isolate else traceback.format_exc()
             path = Path(self.get_trial_dir(trial.trial_id), ERROR_FILE)
             files.write_atomic(path, text)
             raise kt.errors.FailedTrialError(error_line(text)) from err
         return {**metrics, "seconds": time.perf_counter() - started}
+
+    @contextlib.contextmanager
+    def _reporting(self, trial_id: str) -> Iterator[None]:
+        """On a distributed worker, ask the chief for the trial every `heartbeat`
+        seconds while it runs: the chief hears that the worker is alive (KerasTuner's
+        worker is silent until the trial ends, however long it trains)."""
+        if not self._is_worker():
+            yield
+            return
+        stop = threading.Event()
+
+        def report() -> None:
+            while not stop.wait(self.heartbeat):
+                with contextlib.suppress(Exception):  # end_trial says the chief is gone
+                    self.oracle.get_trial(trial_id)
+
+        threading.Thread(target=report, name="heartbeat", daemon=True).start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def on_trial_end(self, trial) -> None:
         super().on_trial_end(trial)

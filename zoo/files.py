@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # The process's umask, for the mode of new files (mkstemp creates them 0600).
 _UMASK = os.umask(0)
@@ -126,3 +126,40 @@ def check_export_dir(base_dir: str | os.PathLike) -> Path:
             "Pass another export directory (--export / --out)."
         )
     return base
+
+
+def lock(path: str | os.PathLike, refusal: str, probe: bool = False) -> IO | None:
+    """Own `path` with an exclusive lock (fcntl.flock; the kernel drops it when the
+    process ends, however it ends) and write this process's pid in it, or refuse:
+    two processes must never write one run or one search.
+
+    Args:
+        path: The lock file (created if absent).
+        refusal: The error when another process owns it; `{owner}` is replaced
+            by that process's pid.
+        probe: Only check that no other process owns it, writing nothing.
+
+    Returns:
+        The open lock file (the lock lasts until it is closed), None for a probe.
+
+    Raises:
+        ValueError: Another process owns the lock: `refusal`.
+    """
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115  (held open: the lock lives with it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ValueError(refusal.format(owner=owner)) from None
+    if probe:
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle

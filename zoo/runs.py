@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import math
 import os
@@ -177,25 +176,14 @@ class Run:
     def lock(self, probe: bool = False) -> None:
         """Own the run, or refuse: two processes must never write one run.
         `probe` only checks that no other process owns it, writing nothing."""
-        handle = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115  (held open)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
-            raise ValueError(
-                f"run {str(self.path)!r} is in use by process {owner}; wait for it "
-                "to end (or stop it) before resuming."
-            ) from None
-        if probe:
-            handle.close()
-            return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
+        handle = files.lock(
+            self.path / LOCK_FILE,
+            f"run {str(self.path)!r} is in use by process {{owner}}; wait for it to "
+            "end (or stop it) before resuming.",
+            probe,
+        )
+        if not probe:
+            self._lock = handle
 
     def unlock(self) -> None:
         if self._lock is not None:
