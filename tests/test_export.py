@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -754,3 +756,346 @@ def test_regression_export_signature_and_bad_input(regression_export, tmp_path):
     with pytest.raises(ValueError, match="top_k and class_names apply to classifiers"):
         export.export_saved_model(result.run_dir, tmp_path / "x", top_k=3)
     assert not (tmp_path / "x").exists()
+
+
+# --- zoo predict: table rows, batches, 16-bit images ------------------------------
+
+
+@pytest.fixture(scope="module")
+def table_export(tmp_path_factory):
+    """A run on a CSV (scikit-learn's wine table plus a categorical column) made by
+    hand with an untrained MLP, exported: predict needs the columns, not accuracy."""
+    from sklearn.datasets import load_wine
+
+    root = tmp_path_factory.mktemp("table")
+    frame = load_wine(as_frame=True).frame
+    frame["cellar"] = np.where(frame["proline"] > 750, "north", "south")
+    frame.to_csv(root / "wine.csv", index=False)
+    info = data_pipelines.load(f"csv:{root / 'wine.csv'}", label_column="target").info
+    run = root / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "mlp"}))
+    (run / "dataset.json").write_text(json.dumps(info.to_dict()))
+    keras.utils.set_random_seed(0)
+    model = zoo.build("mlp", input_shape=info.input_shape, num_classes=3)
+    model.save(run / "best.keras")
+    return frame, info, export.export_saved_model(run, root / "served")
+
+
+def _served(version_dir: Path, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in serve(images=tf.constant(inputs)).items()}
+
+
+def test_zoo_predict_on_csv_rows_matches_columns_by_name(
+    table_export, tmp_path, capsys
+):
+    frame, info, version_dir = table_export
+    meta = json.loads((version_dir / "export_meta.json").read_text())
+    assert meta["feature_columns"] == [*frame.columns[:13], "cellar"]
+    assert (version_dir / "dataset.json").is_file()
+    # The label column is ignored and the order of the columns does not matter.
+    rows = frame.iloc[:70][["cellar", "target", *reversed(frame.columns[:13])]]
+    rows.to_csv(tmp_path / "rows.csv", index=False)
+    probabilities = _served(version_dir, data_pipelines.encode_table(rows, info))[
+        "probabilities"
+    ]
+    assert cli.main(["predict", str(version_dir.parent), str(tmp_path / "rows.csv"),
+                     "--batch-size", "32"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    printed = pd.read_csv(io.StringIO(out))
+    names = info.class_names
+    assert list(printed.columns) == ["class"] + [f"probability_{c}" for c in names]
+    assert len(printed) == 70
+    np.testing.assert_allclose(printed.iloc[:, 1:], probabilities, rtol=1e-6)
+    expected = [str(names[i]) for i in probabilities.argmax(axis=1)]
+    assert printed["class"].astype(str).tolist() == expected
+    # --out writes the same CSV atomically, nothing beside it.
+    target = tmp_path / "out" / "predictions.csv"
+    target.parent.mkdir()
+    argv = ["predict", str(version_dir), str(tmp_path / "rows.csv"), "--out", target]
+    assert cli.main([str(a) for a in argv]) == 0
+    assert capsys.readouterr().out == f"wrote 70 rows to {target}\n"
+    assert target.read_text() == out and _entries(target.parent) == [target.name]
+
+
+def test_zoo_predict_on_csv_rows_of_a_regressor(regression_export, tmp_path):
+    result, version_dir = regression_export
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True, scaled=False).frame.iloc[:10]
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    info = data_pipelines.DatasetInfo.from_dict(
+        json.loads((result.run_dir / "dataset.json").read_text())
+    )
+    table = export.predict(version_dir, [tmp_path / "rows.csv"], batch_size=4)
+    served = _served(version_dir, data_pipelines.encode_table(frame, info))
+    assert list(table.columns) == ["target"]
+    np.testing.assert_allclose(table["target"], served["predictions"][:, 0])
+
+
+def test_zoo_predict_bad_csv_rows_are_one_line(table_export, tmp_path, capsys):
+    frame, _, version_dir = table_export
+    frame[["alcohol", "cellar", "target"]].to_csv(tmp_path / "few.csv", index=False)
+    bad = frame.head(3).astype({"ash": object})
+    bad.loc[1, "ash"] = "lots"
+    bad.to_csv(tmp_path / "text.csv", index=False)
+    (tmp_path / "empty.csv").write_text("")
+    for rows, message in [
+        ("few.csv", f"'{tmp_path / 'few.csv'}' has no column 'malic_acid', 'ash', "),
+        ("text.csv", "column 'ash' of '" + str(tmp_path / "text.csv") + "' holds 1 "
+         "non-numeric value(s), e.g. 'lots' in row 2; the model was trained on "),
+        ("empty.csv", f"cannot read '{tmp_path / 'empty.csv'}' as CSV rows: No "
+         "columns to parse from file. Pass a CSV file with a header row"),
+    ]:  # fmt: skip
+        assert cli.main(["predict", str(version_dir), str(tmp_path / rows)]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"zoo predict: error: {message}"), line
+        if rows == "few.csv":
+            found = "columns found: alcohol, cellar, target. The model takes: alcohol, "
+            assert found in line
+    _write_png(tmp_path / "a.png", np.zeros((8, 8), np.uint8))
+    image = str(tmp_path / "a.png")
+    assert cli.main(["predict", str(version_dir), image, image]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo predict: error: '{version_dir}' takes table rows: pass one CSV file of "
+        "them; received 2 files.\n"
+    )
+
+
+def test_predict_streams_images_in_batches(exported, tmp_path, monkeypatch, capsys):
+    """Images are read and served batch_size at a time (memory does not grow with
+    their number); the table is the one a single batch gives."""
+    digits = _digits_uint8(5)
+    paths = [_write_png(tmp_path / f"{i}.png", d[..., 0]) for i, d in enumerate(digits)]
+    whole = export.predict(exported, paths)
+    read = []
+    load_images = export.client.load_images
+    monkeypatch.setattr(
+        export.client,
+        "load_images",
+        lambda chunk, shape: read.append(len(chunk)) or load_images(chunk, shape),
+    )
+    streamed = export.predict(exported, paths, batch_size=2)
+    assert read == [2, 2, 1]
+    pd.testing.assert_frame_equal(streamed, whole, rtol=1e-6)
+    printed = []
+    for size in ("2", "64"):
+        assert cli.main(["predict", str(exported), *map(str, paths),
+                         "--batch-size", size]) == 0  # fmt: skip
+        lines = capsys.readouterr().out.splitlines()
+        printed.append([line.split() for line in lines])
+    assert len(printed[0]) == 16 and printed[0][0] == printed[1][0]  # the header
+    for a, b in zip(printed[0][1:], printed[1][1:], strict=True):
+        # the same image, rank and class; the score up to float32 rounding (the
+        # convolutions sum in another order for another batch size)
+        assert a[:4] == b[:4] and float(a[4]) == pytest.approx(float(b[4]), abs=2e-6)
+    assert cli.main(["predict", str(exported), str(paths[0]), "--batch-size", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "zoo predict: error: batch_size must be an int >= 1; received 0. Example: "
+        "--batch-size 64.\n"
+    )
+
+
+def test_predict_scales_16_bit_png(exported, tmp_path):
+    """A 16-bit grayscale PNG (Pillow mode I;16) is scaled to 8 bits, not clipped."""
+    from PIL import Image
+
+    sixteen = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040).astype(np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    eight = np.round(sixteen.astype(float) * 255 / 65535).astype(np.uint8)
+    assert eight.max() == 255 and len(np.unique(eight)) == 64  # clipping gives 2
+    with pytest.warns(UserWarning, match=r"scaled 16-bit I;16 values to 8 bits"):
+        loaded = export.load_images([tmp_path / "deep.png"], (8, 8, 1))
+    np.testing.assert_array_equal(loaded[0, ..., 0], eight)
+    _write_png(tmp_path / "eight.png", eight)
+    with pytest.warns(UserWarning):
+        table = export.predict(exported, [tmp_path / "deep.png"])
+    same = export.predict(exported, [tmp_path / "eight.png"])
+    pd.testing.assert_frame_equal(table.iloc[:, 1:], same.iloc[:, 1:])
+
+
+# --- damaged files: one line naming the file, exit code 2 --------------------------
+
+
+def _rezip(path: Path, name: str, text: str | None) -> None:
+    """Rewrite one member of a .keras archive (None: truncate the archive)."""
+    import zipfile
+
+    data = path.read_bytes()
+    if text is None:
+        path.write_bytes(data[: len(data) // 2])
+        return
+    with zipfile.ZipFile(path) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    members[name] = text.encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, content in members.items():
+            archive.writestr(member, content)
+
+
+def _unknown_module(path: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    config.update(module="evilmod", class_name="Payload", registered_name=None)
+    _rezip(path, "config.json", json.dumps(config))
+
+
+DAMAGES = {
+    "truncated .keras": (
+        "best.keras",
+        lambda p: _rezip(p, "", None),
+        "cannot load '{file}' as a Keras model: it is not a .keras archive",
+    ),
+    ".keras with a bad config.json": (
+        "best.keras",
+        lambda p: _rezip(p, "config.json", '{"module": '),
+        "cannot load '{file}' as a Keras model: ",
+    ),
+    ".keras naming an unknown module": (
+        "best.keras",
+        _unknown_module,
+        "cannot load '{file}' as a Keras model: ",
+    ),
+    "damaged metrics.json": (
+        "metrics.json",
+        lambda p: p.write_text('{"accuracy": 0.9'),
+        "'{file}' is damaged: not valid JSON (Expecting ",
+    ),
+    "damaged config.json": (
+        "config.json",
+        lambda p: p.write_bytes(b"\x00\xff" * 8),
+        "'{file}' is damaged: not valid JSON (",
+    ),
+    "config.json not an object": (
+        "config.json",
+        lambda p: p.write_text("[1, 2]"),
+        "'{file}' is damaged: ",
+    ),
+    "damaged dataset.json": (
+        "dataset.json",
+        lambda p: p.write_text(""),
+        "'{file}' is damaged: not valid JSON (Expecting value",
+    ),
+    "dataset.json without input_shape": (
+        "dataset.json",
+        lambda p: p.write_text(json.dumps({"source": "digits", "raw_shape": [8]})),
+        "'{file}' is damaged (missing 'input_shape'): it does not describe",
+    ),
+    "no dataset.json": (
+        "dataset.json",
+        lambda p: p.unlink(),
+        "run directory '{run}' has no dataset.json (the input size, preprocessing "
+        "and classes of its data), so it cannot be {done} faithfully.",
+    ),
+}
+COMMANDS = {
+    "export": (["export", "{run}", "--out", "{out}"], "exported"),
+    "evaluate": (["evaluate", "{run}"], "evaluated"),
+    "train": (["train", "{run}/best.keras", "--run-dir", "{out}"], None),
+    "finetune": (["finetune", "{run}", "--run-dir", "{out}"], None),
+}
+CASES = [
+    (command, damage)
+    for command in COMMANDS
+    for damage in DAMAGES
+    if command in ("export", "evaluate") or DAMAGES[damage][0] == "best.keras"
+    if not (command == "evaluate" and DAMAGES[damage][0] == "metrics.json")
+]
+
+
+@pytest.mark.parametrize("command, damage", CASES)
+def test_damaged_run_files_are_one_line(
+    command, damage, run_dir, tmp_path, capsys, monkeypatch
+):
+    """Every damaged run file is refused in one line naming it, exit code 2, and
+    nothing is written (no export version, no run directory)."""
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    name, corrupt, message = DAMAGES[damage]
+    corrupt(run / name)
+    argv, done = COMMANDS[command]
+    out = tmp_path / "out"
+    argv = [a.format(run=run, out=out) for a in argv]
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    expected = message.format(file=run / name, run=run, done=done)
+    assert err.startswith(f"zoo {command}: error: {expected}"), err
+    assert len(err.splitlines()) == 1 and not out.exists()
+
+
+SAVED_MODEL_DAMAGES = {
+    "corrupt saved_model.pb": (
+        lambda v: (v / "saved_model.pb").write_bytes(b"\x08\x01garbage" * 10),
+        "cannot load the SavedModel in '{version}': ",
+    ),
+    "no variables": (
+        lambda v: shutil.rmtree(v / "variables"),
+        "cannot load the SavedModel in '{version}': ",
+    ),
+    "damaged export_meta.json": (
+        lambda v: (v / "export_meta.json").write_text('{"model": "lenet5", '),
+        "'{version}/export_meta.json' is damaged: not valid JSON (",
+    ),
+    "export_meta.json without input_shape": (
+        lambda v: (v / "export_meta.json").write_text('{"input_dtype": "uint8"}'),
+        "'{version}/export_meta.json' lacks input_shape, outputs, class_names, "
+        "top_k: it describes",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["predict", "serve-bench"])
+@pytest.mark.parametrize("damage", SAVED_MODEL_DAMAGES)
+def test_damaged_saved_model_is_one_line(command, damage, exported, tmp_path, capsys):
+    version = tmp_path / "base" / "1"
+    shutil.copytree(exported, version)
+    corrupt, message = SAVED_MODEL_DAMAGES[damage]
+    corrupt(version)
+    image = _write_png(tmp_path / "a.png", _digits_uint8(1)[0, ..., 0])
+    args = [str(image)] if command == "predict" else ["--repeats", "1"]
+    assert cli.main([command, str(version.parent), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zoo {command}: error: {message.format(version=version)}")
+    assert len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("writer", ["saved_model", "keras"])
+def test_full_disk_during_export_is_one_line(
+    writer, run_dir, tmp_path, capsys, monkeypatch
+):
+    """A full disk while the SavedModel (TensorFlow: an OpError naming the file in
+    its text) or model.keras (Keras: an OSError naming no file) is written: one
+    line naming the path, and no version is published."""
+    from zoo.export import savedmodel
+
+    def saved_model(module, path, signatures):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, f"{path}/variables/variables.index; No space left on device"
+        )
+
+    def keras_file(model, path, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    if writer == "saved_model":
+        monkeypatch.setattr(savedmodel.tf.saved_model, "save", saved_model)
+    else:
+        monkeypatch.setattr(keras.Model, "save", keras_file)
+    base = tmp_path / "served"
+    assert cli.main(["export", str(run_dir), "--out", str(base)]) == 2
+    err = capsys.readouterr().err
+    path = (
+        rf"{re.escape(str(base))}/\.tmp-export-\S+/variables/variables\.index"
+        if writer == "saved_model"
+        else re.escape(str(base))
+    )
+    assert re.fullmatch(
+        rf"zoo export: error: cannot write '{path}': No space left on device\. Free "
+        r"some space and run the command again\.\n",
+        err,
+    ), err
+    assert _entries(base) == []

@@ -1,6 +1,9 @@
 """The training app end to end: CLI runs on digits, run files, resume, determinism."""
 
+import errno
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -726,3 +729,152 @@ def test_a_run_checkpointed_by_an_earlier_zoo_is_not_restarted(tmp_path, capsys)
     assert sorted(p.name for p in run.rglob("*")) == [
         "checkpoints", "config.json", "training_metadata.json"
     ]  # fmt: skip
+
+
+# --- damaged run files and full disks ----------------------------------------------
+
+
+def _no_temp_files(folder):
+    return not [p.name for p in folder.rglob("*") if ".tmp" in p.name]
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_last_one(
+    tmp_path, capsys, monkeypatch
+):
+    """ENOSPC in the middle of a checkpoint: one line naming the file, the previous
+    checkpoint stays valid, and the resumed run equals an uninterrupted one (even
+    with history.csv truncated meanwhile: it is rewritten from progress.json)."""
+    args = ["train", "mlp", "--epochs", "4", "--checkpoint-every", "1",
+            "--deterministic", "--run-dir", tmp_path]  # fmt: skip
+    assert zoo_main(*args, "--name", "full", capsys=capsys).returncode == 0
+    save = keras.Model.save_weights
+    calls = []
+
+    def full_disk(model, path, *a, **k):
+        calls.append(path)
+        if len(calls) < 3:
+            return save(model, path, *a, **k)
+        with open(path, "wb") as half_written:
+            half_written.write(b"\x89HDF\r\n\x1a\n" + bytes(1000))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(keras.Model, "save_weights", full_disk)
+    cut = tmp_path / "cut"
+    out = zoo_main(*args, "--name", "cut", capsys=capsys)
+    one_line_error(
+        out,
+        f"zoo train: error: cannot write '{cut}/checkpoints/epoch-0003.weights.h5': "
+        "No space left on device. Free some space, then continue the run from its "
+        f"last checkpoint: zoo train --resume {cut}.",
+    )
+    progress = json.loads((cut / "checkpoints" / "progress.json").read_text())
+    assert progress["epoch"] == 2 and progress["weights"] == "epoch-0002.weights.h5"
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == [
+        "epoch-0002.weights.h5", "progress.json"
+    ]  # fmt: skip
+    monkeypatch.undo()
+    (cut / "history.csv").write_text("epoch,accuracy\n0,0.1")  # damaged meanwhile
+    assert zoo_main("train", "--resume", cut, capsys=capsys).returncode == 0
+    history = pd.read_csv(cut / "history.csv")
+    full = pd.read_csv(tmp_path / "full" / "history.csv")
+    assert list(history["epoch"]) == [0, 1, 2, 3]
+    np.testing.assert_allclose(history["loss"], full["loss"], rtol=1e-6)
+    last = [weights(r / "last.keras") for r in (cut, tmp_path / "full")]
+    assert max_diff(*last) == 0.0
+    assert _no_temp_files(cut)
+
+
+def test_a_full_tmpfs_refuses_the_weights_file_instead_of_crashing(tmp_path):
+    """HDF5 crashes the process (SIGSEGV) when the disk fills while it writes a
+    weights file; the space is checked first, on a real nearly full tmpfs."""
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        model = zoo.build("lenet5", input_shape=(16, 16, 1), num_classes=10)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        model.fit(np.zeros((4, 16, 16, 1)), np.zeros(4), verbose=0)
+        runs.files.save_weights(model, small / "a.weights.h5")  # 233 KB fits
+        free = os.statvfs(small).f_bavail * os.statvfs(small).f_frsize
+        (small / "fill").write_bytes(bytes(free - 100_000))
+        with pytest.raises(OSError) as raised:
+            runs.files.save_weights(model, small / "b.weights.h5")
+        assert raised.value.errno == errno.ENOSPC
+        assert raised.value.filename == str(small / "b.weights.h5")
+        assert sorted(p.name for p in small.iterdir()) == ["a.weights.h5", "fill"]
+        model.load_weights(small / "a.weights.h5")  # the previous file is intact
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+@pytest.fixture(scope="module")
+def unfinished_run(tmp_path_factory):
+    """A run with two checkpointed epochs and no metrics.json (as after a kill)."""
+    root = tmp_path_factory.mktemp("unfinished")
+    result = training.train("mlp", "digits", epochs=2, checkpoint_every=1,
+                            run_dir=str(root), name="r", verbose=0)  # fmt: skip
+    (result.run_dir / "metrics.json").unlink()
+    return result.run_dir
+
+
+def _progress(update):
+    def damage(path):
+        progress = json.loads(path.read_text())
+        progress.update(update)
+        path.write_text(json.dumps(progress))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("checkpoints/progress.json", lambda p: p.write_text('{"epoch": 2, "ro'),
+         "'{file}' is damaged: not valid JSON (Unterminated string starting at: "
+         "line 1 column 14 (char 13)). Restore it from a copy."),
+        ("checkpoints/progress.json", _progress({"rows": []}),
+         "'{file}' is damaged: 0 history rows for 2 finished epochs; the run cannot "
+         "be resumed from it. Restore the checkpoints/ folder from a copy, or start "
+         "a new run."),
+        ("checkpoints/progress.json", _progress({"epoch": "2"}),
+         "'{file}' is damaged: epoch is '2', not a count of epochs;"),
+        ("checkpoints/{weights}", lambda p: p.unlink(),
+         "'{run}/checkpoints/progress.json' is damaged: its weights checkpoint "
+         "'{weights}' is missing;"),
+        ("checkpoints/{best}", lambda p: p.unlink(),
+         "'{run}/checkpoints/progress.json' is damaged: its best checkpoint "
+         "'{best}' is missing;"),
+        ("checkpoints/{weights}", lambda p: p.write_bytes(p.read_bytes()[:3000]),
+         "cannot load the checkpoint '{file}': "),
+        ("dataset.json", lambda p: p.unlink(),
+         "run directory '{run}' has no dataset.json (the input size, preprocessing "
+         "and classes of its data), so it cannot be resumed faithfully."),
+        ("config.json", lambda p: p.write_text("{"),
+         "'{file}' is damaged: not valid JSON (Expecting property name"),
+    ],
+)  # fmt: skip
+def test_damaged_files_of_a_run_to_resume_are_one_line(
+    name, damage, message, unfinished_run, tmp_path, capsys
+):
+    run = tmp_path / "r"
+    shutil.copytree(unfinished_run, run)
+    files = json.loads((run / "checkpoints" / "progress.json").read_text())
+    assert files["weights"] != files["best"]  # end-2.weights.h5, epoch-0002...
+    name = name.format(**files)
+    damage(run / name)
+    before = _contents(run)
+    out = zoo_main("train", "--resume", run, capsys=capsys)
+    expected = message.format(file=run / name, run=run, **files)
+    one_line_error(out, f"zoo train: error: {expected}")
+    assert _contents(run) == before  # nothing trained, nothing rewritten
+
+
+def _contents(run):
+    return {
+        p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != ".lock"
+    }

@@ -9,9 +9,11 @@ config and the CLI can use it before TensorFlow is imported.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -21,6 +23,14 @@ from typing import IO, Any
 # The process's umask, for the mode of new files (mkstemp creates them 0600).
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+# A write that fails for one of these reasons is the user's to fix (free space,
+# a writable directory): one line naming the path, never a traceback.
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+# TensorFlow's C++ writers (SavedModel, TensorBoard) report them as
+# "<path>; No space left on device" inside an OpError.
+_WRITE_FAILURE = re.compile(
+    r"(\S+); (" + "|".join(re.escape(os.strerror(e)) for e in WRITE_ERRNOS) + ")"
+)
 
 
 @contextlib.contextmanager
@@ -31,15 +41,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     random and the file created exclusively (`tempfile.mkstemp`): a symlink
     planted at a predictable name cannot redirect the write."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    tmp = None
     try:
+        fd, name = tempfile.mkstemp(
+            prefix=".tmp-", suffix=f"-{path.name}", dir=path.parent
+        )
+        os.close(fd)
+        tmp = Path(name)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS:  # name the file meant, not the temporary
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -49,15 +66,79 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+@contextlib.contextmanager
+def naming(path: str | os.PathLike) -> Iterator[None]:
+    """A failed write (full disk, read-only) inside the block that names no file
+    (Keras, h5py and zipfile leave `filename` empty) is re-raised naming `path`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS and err.filename is None:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err
+        raise
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write `data` as indented JSON, atomically."""
     write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """The JSON content of `path`, or None when the file does not exist."""
+    """The JSON content of `path`, or None when the file does not exist.
+
+    Raises:
+        ValueError: If the file is not JSON (truncated, overwritten), naming it.
+    """
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(
+            f"'{path}' is damaged: not valid JSON ({brief(err)}). Restore it from "
+            "a copy."
+        ) from None
+
+
+def read_record(path: str | os.PathLike, what: str) -> dict[str, Any] | None:
+    """A JSON object `path` (None when absent) that `what` needs; a file that
+    holds anything else is refused in one line naming it."""
+    data = read_json(path)
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(
+            f"'{path}' is damaged: {what} needs a JSON object, the file holds a "
+            f"{type(data).__name__}. Restore it from a copy."
+        )
+    return data
+
+
+def brief(err: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, without its final stop, at most `limit`
+    characters (Keras spreads some over several lines, h5py's are long)."""
+    text = " ".join(str(err).split()).rstrip(".:") or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_error(err: BaseException) -> OSError | None:
+    """`err` as an OSError naming the path, when it is a write the user can fix
+    (a full disk, a read-only or forbidden directory), else None. TensorFlow's
+    OpErrors carry the path and the reason in their message only."""
+    if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+        return err
+    found = _WRITE_FAILURE.search(str(err))
+    if found is None:
+        return None
+    code = next(e for e in WRITE_ERRNOS if os.strerror(e) == found[2])
+    return OSError(code, found[2], found[1])
+
+
+def check_space(path: str | os.PathLike, needed: int) -> None:
+    """Refuse a write of about `needed` bytes to `path` that the disk cannot
+    hold, as OSError(ENOSPC) naming it."""
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < needed:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def save_model(model, path: str | os.PathLike) -> None:
@@ -69,9 +150,31 @@ def save_model(model, path: str | os.PathLike) -> None:
 def save_weights(model, path: str | os.PathLike) -> None:
     """`model.save_weights` (a `.weights.h5` file, optimizer state included)
     atomically: a full disk or a kill leaves the previous checkpoint intact (Keras'
-    BackupAndRestore rewrites its file in place)."""
+    BackupAndRestore rewrites its file in place).
+
+    HDF5 crashes the process (SIGSEGV) when the disk fills during a write, so the
+    space is checked first: a full disk is an OSError(ENOSPC) naming `path`.
+    """
     with atomic_path(path) as tmp:
+        check_space(tmp, _weights_file_size(model))
         model.save_weights(tmp)
+
+
+def _weights_file_size(model) -> int:
+    """More than the `.weights.h5` file of `model` takes: the values of its
+    weights and optimizer variables, ~4 KiB of HDF5 headers each, and 64 KiB."""
+    import math
+
+    optimizer = getattr(model, "optimizer", None)
+    variables = [*model.weights, *getattr(optimizer, "variables", [])]
+    values = sum(math.prod(v.shape) * _itemsize(v.dtype) for v in variables)
+    return values + 4096 * len(variables) + 65536
+
+
+def _itemsize(dtype) -> int:
+    """Bytes per value of a Keras dtype name ("float32" -> 4; 8 if unknown)."""
+    digits = re.search(r"\d+$", str(dtype))
+    return int(digits[0]) // 8 if digits else 8
 
 
 def save_figure(fig, path: str | os.PathLike) -> None:

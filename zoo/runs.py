@@ -133,7 +133,9 @@ class Run:
     ) -> Run:
         """An existing run to resume; `options` may only repeat its config."""
         path = Path(path)
-        saved = files.read_json(path / CONFIG_FILE) if path.is_dir() else None
+        saved = (
+            files.read_record(path / CONFIG_FILE, "--resume") if path.is_dir() else None
+        )
         if saved is None:
             raise ValueError(
                 f"{str(path)!r} is not a run directory (no {CONFIG_FILE}); pass a "
@@ -163,6 +165,7 @@ class Run:
                 "version, or start a new run."
             )
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
+        dataset_info(path, "resumed")
         if run.file(METRICS_FILE).is_file():
             epochs = run.progress()["epoch"]
             raise ValueError(
@@ -220,8 +223,68 @@ class Run:
     def progress(self) -> dict[str, Any]:
         """How far the run got: finished epochs, phases done, the history rows, and
         the checkpoint files of the last and the best epoch (empty when new)."""
-        saved = files.read_json(self.checkpoints / PROGRESS_FILE)
-        return saved or {"epoch": 0, "done": [], "rows": []}
+        path = self.checkpoints / PROGRESS_FILE
+        saved = files.read_record(path, "--resume")
+        if saved is None:
+            return {"epoch": 0, "done": [], "rows": []}
+        problem = _progress_problem(saved, self.checkpoints)
+        if problem:
+            raise ValueError(
+                f"'{path}' is damaged: {problem}; the run cannot be resumed from it. "
+                "Restore the checkpoints/ folder from a copy, or start a new run."
+            )
+        return saved
+
+
+def _progress_problem(saved: dict[str, Any], checkpoints: Path) -> str | None:
+    """What is wrong with a progress.json, or None: its epoch counter, history
+    rows and checkpoint files must agree."""
+    epoch, rows = saved.get("epoch"), saved.get("rows")
+    if not isinstance(epoch, int) or epoch < 0:
+        return f"epoch is {epoch!r}, not a count of epochs"
+    if not isinstance(rows, list) or len(rows) != epoch:
+        count = len(rows) if isinstance(rows, list) else rows
+        return f"{count} history rows for {epoch} finished epochs"
+    if not isinstance(saved.get("done"), list):
+        return f"done is {saved.get('done')!r}, not a list of phases"
+    for key in ("weights", "best"):
+        name = saved.get(key)
+        needed = key == "weights" and bool(epoch or saved["done"])
+        if (name is not None or needed) and not (
+            isinstance(name, str) and (checkpoints / name).is_file()
+        ):
+            return f"its {key} checkpoint {name!r} is missing"
+    return None
+
+
+def dataset_info(
+    run_dir: str | os.PathLike, action: str, hint: str = ""
+) -> dp.DatasetInfo:
+    """A run's dataset.json: the input size, preprocessing and classes its model
+    was trained with. A run cannot be exported, evaluated or resumed faithfully
+    without it, so a missing or damaged file is refused in one line naming it."""
+    path = Path(run_dir) / DATASET_FILE
+    data = files.read_record(path, f"a run to be {action}")
+    if data is None:
+        raise FileNotFoundError(
+            f"run directory '{run_dir}' has no {DATASET_FILE} (the input size, "
+            f"preprocessing and classes of its data), so it cannot be {action} "
+            f"faithfully. Restore the file from a copy of the run{hint}."
+        )
+    try:
+        info = dp.DatasetInfo.from_dict(data)
+        shapes = [*info.input_shape, *info.raw_shape, info.num_classes]
+    except (KeyError, TypeError, ValueError) as err:
+        problem = f"missing {err}" if isinstance(err, KeyError) else files.brief(err)
+    else:
+        bad = [d for d in shapes if not isinstance(d, int) or d < 1]
+        if not bad:
+            return info
+        problem = f"shapes and class counts must be positive ints, not {bad}"
+    raise ValueError(
+        f"'{path}' is damaged ({problem}): it does not describe the run's data. "
+        "Restore it from a copy of the run."
+    )
 
 
 def load_weights(model: keras.Model, path: Path) -> None:
@@ -229,13 +292,19 @@ def load_weights(model: keras.Model, path: Path) -> None:
     another phase holds another optimizer's state, which Keras skips with a
     warning; the layer weights are what is wanted then. A best epoch kept in
     memory until a checkpoint is a `.npz` of `model.get_weights()`."""
-    if path.suffix == ".npz":
-        with np.load(path) as saved:
-            model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
-        return
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-        model.load_weights(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as saved:
+                model.set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model.load_weights(path)
+    except Exception as err:  # h5py, zipfile and Keras raise many types
+        raise ValueError(
+            f"cannot load the checkpoint '{path}': {files.brief(err)}. It is "
+            "damaged; restore the checkpoints/ folder from a copy, or start a new run."
+        ) from None
 
 
 class RunRecorder(recipe.NaNGuard):
@@ -523,8 +592,10 @@ def execute(
     except KeyboardInterrupt as interrupt:
         interrupt.run_dir = run.path  # the CLI's hint names the run to resume
         raise
-    except Exception:
+    except Exception as err:
         run.discard_if_empty()
+        if (run.checkpoints / PROGRESS_FILE).is_file():  # resumable (a full disk)
+            err.run_dir = run.path
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)

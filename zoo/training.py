@@ -171,13 +171,15 @@ def evaluate(
 ) -> dict[str, Any]:
     """Test metrics of a run's best model, on its own test split or on `dataset`."""
     run = Path(run_dir)
-    config = files.read_json(run / runs.CONFIG_FILE) if run.is_dir() else None
+    path = run / runs.CONFIG_FILE
+    config = files.read_record(path, "evaluate") if run.is_dir() else None
     if config is None or not (run / runs.BEST_MODEL).is_file():
         raise ValueError(
             f"{str(run)!r} is not a finished run directory (needs config.json and "
             "best.keras)."
         )
-    config = TrainConfig.from_dict(config)
+    config = TrainConfig.from_dict(config, str(path))
+    runs.dataset_info(run, "evaluated")
     if dataset is not None:
         config.dataset = dataset
     splits = recipe.load_data(config)

@@ -6,19 +6,20 @@ Layout written under a base directory (the TensorFlow Serving convention)::
     <base>/<version>/export_meta.json      # model, shapes, classes, metrics, versions
     <base>/<version>/model.keras           # the trained Keras model, for Python users
     <base>/<version>/preprocessing.keras   # raw-input exports: the preprocessing model
+    <base>/<version>/dataset.json          # exports of a run: its dataset.json
 
 A version is written to a hidden temporary directory beside the versions, verified
 in a fresh Python process that imports only TensorFlow and NumPy, then renamed into
 place: a crash leaves earlier versions untouched and never a partial version.
 
 The modules: `savedmodel` writes a version, `verification` reloads and compares
-it in a fresh process, `client` feeds it image files and times it, `rewrites`
-transforms the served model (batch-norm folding, precision, frozen filters),
+it in a fresh process, `client` feeds it image files or table rows and times it,
+`rewrites` transforms the served model (batch-norm folding, precision, frozen filters),
 `source` reads what to export, `layout` names the files and finds the versions,
 `samples` makes the inputs it is verified and timed with.
 """
 
-from zoo.export.client import load_images, predict, serve_bench
+from zoo.export.client import load_images, predict, predict_table, serve_bench
 from zoo.export.layout import (
     INPUT_NAME,
     KERAS_FILE,
@@ -57,6 +58,7 @@ __all__ = [
     "list_versions",
     "load_images",
     "predict",
+    "predict_table",
     "resolve_version_dir",
     "serve_bench",
     "verify",

@@ -1,20 +1,31 @@
-"""The client side of an export: image files in, predictions and latencies out."""
+"""The client side of an export: image files or table rows in, predictions and
+latencies out."""
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from zoo.export.layout import META_FILE, REGRESSION_OUTPUT, resolve_version_dir
+from zoo.export.layout import (
+    DATASET_FILE,
+    REGRESSION_OUTPUT,
+    read_meta,
+    resolve_version_dir,
+)
 from zoo.export.samples import random_samples
+from zoo.files import brief, read_record
+
+DEFAULT_BATCH_SIZE = 64
+# Pillow's modes of 16-bit grayscale images (16-bit PNGs open as "I;16").
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
 def load_images(
@@ -57,6 +68,14 @@ def load_images(
             raise ValueError(
                 f"cannot read image '{image_path}': {err}. Pass PNG or JPEG files."
             ) from err
+        if image.mode in SIXTEEN_BIT_MODES:
+            warnings.warn(
+                f"{image_path}: scaled 16-bit {image.mode} values to 8 bits "
+                "(value * 255 / 65535) for the model",
+                UserWarning,
+                stacklevel=2,
+            )
+            image = Image.fromarray(_eight_bits(np.asarray(image)), "L")
         if image.mode != mode:
             warnings.warn(
                 f"{image_path}: converted {image.mode} to {mode} "
@@ -77,59 +96,129 @@ def load_images(
     return np.stack(batch)
 
 
+def _eight_bits(values: np.ndarray) -> np.ndarray:
+    """16-bit values scaled to uint8 (Pillow's own conversion clips at 255)."""
+    return np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    """`items` in consecutive slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def load_serving(version_dir: Path):
+    """The loaded SavedModel and its `serving_default` function; a damaged
+    export (saved_model.pb, variables/) is refused in one line naming it."""
+    try:
+        loaded = tf.saved_model.load(str(version_dir))
+        return loaded, loaded.signatures["serving_default"]
+    except Exception as err:  # protobuf, TensorFlow OpErrors, KeyError
+        raise ValueError(
+            f"cannot load the SavedModel in '{version_dir}': {brief(err)}. The "
+            "export is damaged or incomplete; export the model again."
+        ) from None
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        batch_size = repr(batch_size)
+    elif batch_size >= 1:
+        return
+    raise ValueError(
+        f"batch_size must be an int >= 1; received {batch_size}. Example: "
+        "--batch-size 64."
+    )
+
+
+def is_table_export(meta: dict) -> bool:
+    """Whether an export takes table rows: float32 feature vectors with the
+    preprocessing inside (a run trained on a csv source)."""
+    return (
+        meta.get("raw_image_input", True)
+        and meta["input_dtype"] == "float32"
+        and len(meta["input_shape"]) == 1
+    )
+
+
 def predict(
     path: str | os.PathLike,
-    image_paths: Sequence[str | os.PathLike],
+    inputs: Sequence[str | os.PathLike] | pd.DataFrame,
     *,
     top_k: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> pd.DataFrame:
-    """Top-k classes (regression: the predictions) of image files from an exported
-    SavedModel (raw input only).
+    """Predictions of an exported SavedModel (raw input only) for image files,
+    or for the rows of a table export.
+
+    Images are read and served `batch_size` at a time, so memory does not grow
+    with their number.
 
     Args:
         path: A version directory, or a base directory (its latest version).
-        image_paths: Image files; see `load_images` for size/colour handling.
+        inputs: Image files (see `load_images` for size/colour handling); for a
+            table export (a run on a csv source), one CSV file or a DataFrame
+            of rows (see `predict_table`).
         top_k: Rows per image, at most the export's top_k (default: all of them).
+        batch_size: Images (rows) per call of the SavedModel.
 
     Returns:
         A DataFrame with columns image, rank, class_id, class_name, score; for a
         regression export: image and the predicted value, named after the target.
+        Table exports: see `predict_table`.
 
     Raises:
         ValueError: If the export takes float inputs, top_k is too large, or an
             image cannot be read.
     """
+    _check_batch_size(batch_size)
     version_dir = resolve_version_dir(path)
-    meta = json.loads((version_dir / META_FILE).read_text())
+    meta = read_meta(version_dir)
+    if is_table_export(meta):
+        if top_k is not None:
+            raise ValueError(
+                "top_k applies to image exports; a table export returns every "
+                "class's probability. Drop it."
+            )
+        if isinstance(inputs, pd.DataFrame):
+            return predict_table(version_dir, inputs, batch_size=batch_size)
+        if len(inputs) != 1:
+            raise ValueError(
+                f"'{version_dir}' takes table rows: pass one CSV file of them; "
+                f"received {len(inputs)} files."
+            )
+        return predict_table(version_dir, inputs[0], batch_size=batch_size)
     if meta["input_dtype"] != "uint8":
         raise ValueError(
-            f"'{version_dir}' serves {meta['input_dtype']} inputs, not images; "
-            "predict needs an image export with raw_image_input=True (zoo export "
-            "without --float-input)."
+            f"'{version_dir}' serves {meta['input_dtype']} model inputs (exported "
+            "with --float-input), not images; predict needs an export with "
+            "raw_image_input=True: export the run again without --float-input."
         )
-    if meta.get("task") == "regression":
-        if top_k is not None:
-            raise ValueError("top_k applies to classifiers; this export is a regressor")
-        images = load_images(image_paths, meta["input_shape"])
-        loaded = tf.saved_model.load(str(version_dir))
-        outputs = loaded.signatures["serving_default"](images=tf.constant(images))
-        values = outputs[REGRESSION_OUTPUT].numpy()
-        names = [meta.get("target_name") or "prediction"] + [
-            f"prediction_{j}" for j in range(1, values.shape[1])
-        ]
-        table = pd.DataFrame(values, columns=names)
-        table.insert(0, "image", [str(p) for p in image_paths])
-        return table
+    regression = meta.get("task") == "regression"
+    if regression and top_k is not None:
+        raise ValueError("top_k applies to classifiers; this export is a regressor")
     top_k = meta["top_k"] if top_k is None else top_k
-    if not 1 <= top_k <= meta["top_k"]:
+    if not regression and not 1 <= top_k <= meta["top_k"]:
         raise ValueError(
             f"top_k={top_k} is not available: this export returns 1..{meta['top_k']} "
             "classes. Pass a top_k in that range, or re-export with a larger --top-k "
             "for more."
         )
-    images = load_images(image_paths, meta["input_shape"])
-    loaded = tf.saved_model.load(str(version_dir))
-    outputs = loaded.signatures["serving_default"](images=tf.constant(images))
+    loaded, serve = load_serving(version_dir)
+    tables = []
+    for chunk in _batches(list(inputs), batch_size):
+        images = load_images(chunk, meta["input_shape"])
+        outputs = serve(images=tf.constant(images))
+        tables.append(
+            _value_rows(outputs, meta, "image", chunk)
+            if regression
+            else _ranked_rows(outputs, meta, chunk, top_k)
+        )
+    return pd.concat(tables, ignore_index=True)
+
+
+def _ranked_rows(outputs, meta: dict, image_paths: Sequence, top_k: int):
+    """One row per image and rank: image, rank, class_id, class_name, score."""
     class_ids = outputs["class_ids"].numpy()
     scores = outputs["scores"].numpy()
     rows = [
@@ -144,6 +233,130 @@ def predict(
         for rank in range(top_k)
     ]
     return pd.DataFrame(rows)
+
+
+def _value_rows(outputs, meta: dict, key: str | None, keys: Sequence):
+    """A regressor's predictions, named after its target, after a `key`
+    column (the image files) unless `key` is None."""
+    values = outputs[REGRESSION_OUTPUT].numpy()
+    names = [meta.get("target_name") or "prediction"] + [
+        f"prediction_{j}" for j in range(1, values.shape[1])
+    ]
+    table = pd.DataFrame(values, columns=names)
+    if key is not None:
+        table.insert(0, key, [str(k) for k in keys])
+    return table
+
+
+def predict_table(
+    path: str | os.PathLike,
+    rows: str | os.PathLike | pd.DataFrame,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> pd.DataFrame:
+    """Predictions of a table export (a run on a csv source) for raw rows.
+
+    The feature columns are matched by name with the ones the model was trained
+    on (the export's dataset.json); other columns (the label, an id) are ignored.
+    Rows are encoded as in training (`data_pipelines.encode_table`: a missing
+    numeric value becomes the training mean, an unseen category all zeros).
+
+    Args:
+        path: A version directory, or a base directory (its latest version).
+        rows: A CSV file with a header row, or a DataFrame.
+        batch_size: Rows per call of the SavedModel.
+
+    Returns:
+        One row per input row. Classification: `class` (the best class's name)
+        and `probability_<class name>` per class; regression: the prediction,
+        named after the target.
+
+    Raises:
+        ValueError: If the export is not a table export, the CSV cannot be read,
+            a feature column is missing or a numeric one holds text.
+    """
+    import data_pipelines as dp
+
+    _check_batch_size(batch_size)
+    version_dir = resolve_version_dir(path)
+    meta = read_meta(version_dir)
+    if not is_table_export(meta):
+        raise ValueError(
+            f"'{version_dir}' serves images, not table rows; use predict with "
+            "image files."
+        )
+    info = _table_info(version_dir, meta)
+    name = "the rows" if isinstance(rows, pd.DataFrame) else f"'{rows}'"
+    frame = rows if isinstance(rows, pd.DataFrame) else _read_csv(rows)
+    encoded = dp.encode_table(_checked_rows(frame, info.tabular, name), info)
+    loaded, serve = load_serving(version_dir)
+    tables = []
+    for chunk in _batches(encoded, batch_size):
+        outputs = serve(images=tf.constant(chunk))
+        if meta.get("task") == "regression":
+            tables.append(_value_rows(outputs, meta, None, chunk))
+            continue
+        probabilities = outputs["probabilities"].numpy()
+        table = pd.DataFrame(
+            probabilities,
+            columns=[f"probability_{c}" for c in meta["class_names"]],
+        )
+        classes = np.asarray(meta["class_names"])[probabilities.argmax(axis=1)]
+        table.insert(0, "class", classes)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _table_info(version_dir: Path, meta: dict):
+    """The training table's DatasetInfo: the export's copy of dataset.json, or
+    (exports made before it was copied) the source run's."""
+    import data_pipelines as dp
+
+    run = meta.get("source_run")
+    for folder in (version_dir, Path(run) if run else None):
+        data = folder and read_record(folder / DATASET_FILE, "predict")
+        if data and data.get("tabular"):
+            return dp.DatasetInfo.from_dict(data)
+    raise ValueError(
+        f"'{version_dir}' does not record the feature columns it was trained on "
+        f"(no {DATASET_FILE} in it or in its source run {run}); export the run "
+        "again with this version of zoo."
+    )
+
+
+def _read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # empty, not CSV, not text
+        raise ValueError(
+            f"cannot read '{path}' as CSV rows: {brief(err)}. Pass a CSV file with "
+            "a header row naming the feature columns."
+        ) from None
+
+
+def _checked_rows(frame: pd.DataFrame, spec: dict, name: str) -> pd.DataFrame:
+    """`frame` (column names as strings) if it has every feature column and its
+    numeric columns hold numbers; else one line naming what is wrong."""
+    frame = frame.rename(columns=str)
+    features = [*spec["numeric"], *spec["categories"]]
+    missing = [c for c in features if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"{name} has no column {', '.join(map(repr, missing))}, which the model "
+            f"was trained on; columns found: {', '.join(frame.columns) or 'none'}. "
+            f"The model takes: {', '.join(features)}."
+        )
+    for column in spec["numeric"]:
+        values = frame[column]
+        bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+        if bad.any():
+            raise ValueError(
+                f"column '{column}' of {name} holds {int(bad.sum())} non-numeric "
+                f"value(s), e.g. {values[bad].iloc[0]!r} in row "
+                f"{int(np.flatnonzero(bad)[0]) + 1}; the model was trained on "
+                "numbers there."
+            )
+    return frame
 
 
 def serve_bench(
@@ -171,9 +384,8 @@ def serve_bench(
             f"{list(batch_sizes)}, repeats={repeats}. Example: --batch-sizes 1,8,64."
         )
     version_dir = resolve_version_dir(path)
-    meta = json.loads((version_dir / META_FILE).read_text())
-    loaded = tf.saved_model.load(str(version_dir))
-    serve = loaded.signatures["serving_default"]
+    meta = read_meta(version_dir)
+    loaded, serve = load_serving(version_dir)
     spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
     rows = []
     for batch_size in batch_sizes:

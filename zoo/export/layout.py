@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+from zoo.files import read_record
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("probabilities", "class_ids", "scores")
@@ -12,6 +15,9 @@ REGRESSION_OUTPUT = "predictions"
 META_FILE = "export_meta.json"
 KERAS_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.keras"
+DATASET_FILE = "dataset.json"  # a run's dataset.json: feature columns of a table
+# What a client reads from export_meta.json.
+META_KEYS = ("input_dtype", "input_shape", "outputs", "class_names", "top_k")
 
 
 def list_versions(base_dir: str | os.PathLike) -> list[int]:
@@ -41,3 +47,18 @@ def resolve_version_dir(path: str | os.PathLike) -> Path:
             "--out BASE`."
         )
     return path / str(versions[-1])
+
+
+def read_meta(version_dir: Path) -> dict[str, Any]:
+    """The export_meta.json of a version, refused in one line naming it when
+    missing or damaged."""
+    path = version_dir / META_FILE
+    meta = read_record(path, "a client of the export")
+    missing = [k for k in META_KEYS if k not in (meta or {})]
+    if meta is None or missing:
+        what = "is missing" if meta is None else f"lacks {', '.join(missing)}"
+        raise ValueError(
+            f"'{path}' {what}: it describes the SavedModel's input and outputs. "
+            "Export the model again."
+        )
+    return meta

@@ -32,7 +32,7 @@ from zoo.export.rewrites import (
 from zoo.export.samples import random_samples, verification_samples
 from zoo.export.source import Source, load_source
 from zoo.export.verification import VerificationError, verification_failure, verify
-from zoo.files import check_export_dir, write_json
+from zoo.files import check_export_dir, naming, write_json
 
 DEFAULT_TOP_K = 5
 
@@ -150,9 +150,12 @@ def export_saved_model(
             serving_model, preprocessing, spec, top_k, jit_compile, regression, frozen
         )
         _save_serving_function(serve, tmp)
-        source.model.save(tmp / layout.KERAS_FILE)
-        if preprocessing is not None:
-            preprocessing.save(tmp / layout.PREPROCESSING_FILE)
+        with naming(base):  # Keras names no file when the disk is full
+            source.model.save(tmp / layout.KERAS_FILE)
+            if preprocessing is not None:
+                preprocessing.save(tmp / layout.PREPROCESSING_FILE)
+        if source.dataset is not None:  # table exports: the feature columns
+            write_json(tmp / layout.DATASET_FILE, source.dataset)
         meta = {
             "model": source.name,
             "version": version,
@@ -167,6 +170,7 @@ def export_saved_model(
             "top_k": top_k,
             "num_outputs": num_classes if regression else None,
             "target_name": source.target_name if regression else None,
+            "feature_columns": _feature_columns(source.dataset),
             "outputs": [layout.REGRESSION_OUTPUT]
             if regression
             else list(layout.OUTPUT_NAMES),
@@ -193,6 +197,12 @@ def export_saved_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _feature_columns(dataset: dict | None) -> list[str] | None:
+    """The raw columns a table export takes (numeric, then categorical)."""
+    tabular = (dataset or {}).get("tabular")
+    return [*tabular["numeric"], *tabular["categories"]] if tabular else None
 
 
 def _check_options(

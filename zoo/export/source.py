@@ -11,7 +11,7 @@ import keras
 
 import zoo
 from zoo import runs
-from zoo.files import read_json
+from zoo.files import read_record
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Source:
     raw_dtype: str = "uint8"  # "float32" for tabular runs: encoded feature vectors
     regression: bool = False
     target_name: str | None = None
+    dataset: dict[str, Any] | None = None  # a run's dataset.json
     metrics: dict[str, Any] | None = None
     run_dir: str | None = None
 
@@ -52,23 +53,27 @@ def load_source(obj: keras.Model | str | os.PathLike) -> Source:
             f"{' or '.join(runs.RUN_MODEL_FILES)}. Pass a run whose training finished."
         )
     model = zoo.load_model(model_file, compile=False)
-    config = read_json(path / runs.CONFIG_FILE)
-    metrics = read_json(path / runs.METRICS_FILE)
-    dataset = read_json(path / runs.DATASET_FILE)
+    config = read_record(path / runs.CONFIG_FILE, "export")
+    metrics = read_record(path / runs.METRICS_FILE, "export")
     source = Source(
         model=model,
         name=config.get("model", model.name) if config else model.name,
         metrics=metrics,
         run_dir=str(path.resolve()),
     )
-    if dataset:
-        import data_pipelines
+    info = runs.dataset_info(
+        path,
+        "exported",
+        f", or export its model file alone (zoo export {path / runs.BEST_MODEL}: "
+        "Rescaling(1/255) is then its only preprocessing)",
+    )
+    import data_pipelines
 
-        info = data_pipelines.DatasetInfo.from_dict(dataset)
-        source.preprocessing = data_pipelines.preprocessing_model(info)
-        source.class_names = list(info.class_names) if info.class_names else None
-        source.raw_shape = tuple(info.raw_shape) if info.raw_shape else None
-        source.raw_dtype = "float32" if info.task == "tabular" else "uint8"
-        source.regression = info.regression
-        source.target_name = info.target["name"] if info.target else None
+    source.preprocessing = data_pipelines.preprocessing_model(info)
+    source.class_names = list(info.class_names) if info.class_names else None
+    source.raw_shape = tuple(info.raw_shape) if info.raw_shape else None
+    source.raw_dtype = "float32" if info.task == "tabular" else "uint8"
+    source.regression = info.regression
+    source.target_name = info.target["name"] if info.target else None
+    source.dataset = info.to_dict()
     return source

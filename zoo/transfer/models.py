@@ -15,6 +15,7 @@ import numpy as np
 
 import zoo
 from zoo.blocks import nested_layers
+from zoo.files import brief
 from zoo.runs import RUN_MODEL_FILES
 from zoo.transfer.layers import unfreeze
 
@@ -67,20 +68,7 @@ def load_pretrained(source: str | os.PathLike | keras.Model) -> keras.Model:
             "directory (with best.keras), a .keras file or a keras.Model; for "
             f"keras.applications backbones use {KERAS_PREFIX}NAME.{hint}"
         )
-    try:
-        return zoo.load_model(path, compile=False)
-    except Exception as err:  # Keras raises many types for files it cannot read
-        raise ValueError(
-            f"cannot load {str(path)!r} as a Keras model: {_brief(err)}. Pass a "
-            "file written by model.save(...) or a run directory."
-        ) from None
-
-
-def _brief(err: BaseException, limit: int = 300) -> str:
-    """An error's message on one line, without its final stop, at most `limit`
-    characters (Keras spreads some over several lines, h5py's are long)."""
-    text = " ".join(str(err).split()).rstrip(".:") or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return zoo.load_model(path, compile=False)  # a bad file: one line naming it
 
 
 def _layer_of(tensor) -> keras.Layer:
@@ -286,14 +274,14 @@ def application_backbone(
             url = url.group(1) if url else "the weights URL"
             raise ValueError(
                 f"cannot download the ImageNet weights of {name} (no internet "
-                f"here?): {_brief(err)}. Download {url} on a machine with "
+                f"here?): {brief(err)}. Download {url} on a machine with "
                 f"internet and pass weights='/path/to/{url.rsplit('/', 1)[-1]}' "
                 "(--weights on the command line), or weights=None for random "
                 "weights."
             ) from None
         if isinstance(err, ValueError) and "input size must be" in str(err).lower():
             raise ValueError(
-                f"{name} cannot take input_shape={input_shape}: {_brief(err)}. Pass "
+                f"{name} cannot take input_shape={input_shape}: {brief(err)}. Pass "
                 "a larger image_size (--image-size); the data are resized to it."
             ) from None
         raise
@@ -305,7 +293,7 @@ def application_backbone(
         except Exception as err:  # h5py and Keras raise several types here
             raise ValueError(
                 f"weights file {str(path)!r} does not fit {name} without its "
-                f"classifier top at input_shape={input_shape}: {_brief(err)}. "
+                f"classifier top at input_shape={input_shape}: {brief(err)}. "
                 f"Pass weights saved from keras.applications.{name}(include_top="
                 "False) (for ImageNet: its *_notop.h5 file), or weights=None."
             ) from None
