@@ -7,13 +7,18 @@ Example:
     10
 """
 
-from data_pipelines.augment import (
+import os
+
+# Before TensorFlow loads: its C++ logs quiet unless the user chose a level.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from data_pipelines.augment import (  # noqa: E402
     RandomAffine,
     augmentation_model,
     augmentations,
     parse_augment,
 )
-from data_pipelines.pipeline import (
+from data_pipelines.pipeline import (  # noqa: E402
     ChannelConversion,
     DatasetInfo,
     Splits,
@@ -21,7 +26,7 @@ from data_pipelines.pipeline import (
     load,
     preprocessing_model,
 )
-from data_pipelines.sources import SCHEMES, SourceSpec, parse_source
+from data_pipelines.sources import SCHEMES, SourceSpec, parse_source  # noqa: E402
 
 __all__ = [
     "SCHEMES",

@@ -16,10 +16,13 @@ The CLI's ``--dataset`` strings are parsed by :func:`parse_source`:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gzip
+import logging
 import os
 import re
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ IDX_IMAGES_MAGIC = 0x00000803  # uint8 data, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # uint8 data, 1 dimension
 IDX_TEST_PREFIXES = ("t10k", "test")
 MAX_CATEGORIES = 50
+TFDS_GCS_URL = "https://storage.googleapis.com/tfds-data"  # TFDS' own mirror
 
 
 @dataclass(frozen=True)
@@ -165,8 +169,9 @@ def load_arrays(x: np.ndarray, y: np.ndarray, regression: bool = False) -> RawDa
         classes, ids = np.unique(y, return_inverse=True)
         names = [str(c) for c in classes]
     if x.ndim == 2:
-        cols = [f"f{i}" for i in range(x.shape[1])]
-        return RawData(pd.DataFrame(x, columns=cols), ids, names, task="tabular")
+        frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(x.shape[1])])
+        _refuse_infinite(frame, "numpy x", csv=False)
+        return RawData(frame, ids, names, task="tabular")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
@@ -178,14 +183,32 @@ def load_arrays(x: np.ndarray, y: np.ndarray, regression: bool = False) -> RawDa
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
+    """uint8 as it is; floats within [0, 1] scaled by 255; other numbers within
+    [0, 255] rounded. NaN, infinities and other ranges are refused."""
     if x.dtype == np.uint8:
         return x
-    if np.issubdtype(x.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
-        return np.round(x * 255).astype(np.uint8)
-    if x.min() < 0 or x.max() > 255:
+    if x.dtype.kind not in "iuf":
+        raise ValueError(f"numpy x: images must be real numbers; received {x.dtype}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        images = np.flatnonzero(bad.reshape(len(x), -1).any(axis=1))
         raise ValueError(
-            f"image values must be in 0..255 (or floats in [0, 1]); received "
-            f"{x.dtype} values in [{x.min()}, {x.max()}]"
+            f"numpy x holds {int(bad.sum())} NaN or infinite values in {len(images)} "
+            f"of its {len(x)} images (first: image {images[0]}); image values must "
+            "be finite: uint8, integers within [0, 255], or floats within [0, 1] or "
+            "[0, 255]"
+        )
+    low, high = x.min(), x.max()
+    floats = np.issubdtype(x.dtype, np.floating)
+    if floats and low >= 0 and high <= 1:
+        return np.round(x * 255).astype(np.uint8)
+    if low < 0 or high > 255:
+        kind, allowed = ("integer", "within [0, 255]")
+        if floats:
+            kind, allowed = "float", "within [0, 1] (scaled by 255) or within [0, 255]"
+        raise ValueError(
+            f"numpy x: {kind} image values must lie {allowed}; found values in "
+            f"[{low:g}, {high:g}]. Rescale the array (e.g. x / x.max()) first."
         )
     return np.round(x).astype(np.uint8)
 
@@ -283,33 +306,28 @@ def load_tfds(
     """Loads a TFDS image-classification dataset (``NAME`` or ``NAME:CONFIG``).
 
     Uses ``tfds.builder`` + ``download_and_prepare`` + ``as_dataset``, the steps of
-    ``tfds.load``, so that a failed download gets its own message. The whole dataset
-    is read into memory as uint8 (fine for MNIST/CIFAR-sized data); images of
-    varying size need ``image_size``.
+    ``tfds.load``. A dataset not prepared in ``data_dir`` is downloaded only when
+    its hosts answer within seconds (offline, TFDS would retry for minutes); a
+    failed download is one ValueError saying how to prepare a copy elsewhere, and
+    leaves nothing behind in ``data_dir``. The whole dataset is read into memory as
+    uint8 (fine for MNIST/CIFAR-sized data); images of varying size need
+    ``image_size``.
     """
+    try:
+        # Quiet: TFDS logs that a data_dir without the dataset has no dataset_info.
+        with _logger_level("absl", logging.ERROR):
+            builder = _tfds_builder(name, data_dir)
+            prepared = builder.is_prepared()
+        if not prepared:
+            _download_and_prepare(builder, name)
+    except ImportError as err:  # e.g. importlib_resources on an old install
+        raise ValueError(
+            f"tensorflow-datasets needs the module '{err.name}', which is not "
+            f"installed; run `pip install {err.name}` (or reinstall this project: "
+            "pip install -e .)"
+        ) from None
     import tensorflow_datasets as tfds
 
-    full = name.replace(":", "/")
-    try:
-        builder = tfds.builder(full, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
-        raise ValueError(
-            f"unknown TFDS dataset '{name}'; close matches: {close or 'none'} "
-            "(tensorflow_datasets.list_builders() lists all)"
-        ) from None
-    if not builder.is_prepared():
-        try:
-            builder.download_and_prepare()
-        except Exception as err:  # any network/IO error: tell how to fix it offline
-            raise ValueError(
-                f"TFDS dataset '{name}' is not in {builder.data_dir} and could not be "
-                f"downloaded ({type(err).__name__}: {err}). On a machine with "
-                f'internet run `python -c "import tensorflow_datasets as tfds; '
-                f"tfds.builder('{full}').download_and_prepare()\"` and copy "
-                "~/tensorflow_datasets here, or pass data_dir= (CLI --data-dir) "
-                "pointing at a prepared copy."
-            ) from err
     image_key, label_key = builder.info.supervised_keys or (None, None)
     label = builder.info.features[label_key] if label_key else None
     if not isinstance(label, tfds.features.ClassLabel) or not isinstance(
@@ -343,6 +361,110 @@ def load_tfds(
     return RawData(x, y, list(label.names), test=test)
 
 
+def _tfds_builder(name: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    try:
+        return tfds.builder(name.replace(":", "/"), data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+        raise ValueError(
+            f"unknown TFDS dataset '{name}'; close matches: {close or 'none'} "
+            "(tensorflow_datasets.list_builders() lists all)"
+        ) from None
+
+
+def _download_and_prepare(builder, name: str) -> None:
+    """Downloads when a host answers (TFDS tries its GCS mirror first, then the
+    dataset's own URLs); on failure removes what the attempt wrote and raises."""
+    # Probe only before TFDS' own download (tfds.testing.mock_data makes it a no-op).
+    tfds_own = type(builder).download_and_prepare.__module__.startswith(
+        "tensorflow_datasets.core"
+    )
+    reason = _unreachable([TFDS_GCS_URL]) if tfds_own else None
+    if reason:
+        urls = list(builder.url_infos or ())  # from the dataset's checksums file
+        reason = _unreachable(urls) if urls else reason
+    if reason is None:
+        root = Path(builder.data_dir_root)
+        watched = [root, root / "downloads", root / "downloads" / "extracted"]
+        watched += [root / "downloads" / builder.name, root / builder.name]
+        watched += [p for p in Path(builder.data_dir).parents if root in p.parents]
+        before = {d: set(d.iterdir()) if d.is_dir() else None for d in watched}
+        try:
+            builder.download_and_prepare()
+            return
+        except Exception as err:  # any network/IO error: tell how to fix it offline
+            _remove_new(root, before)
+            if isinstance(err, ImportError):
+                raise
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+    full = name.replace(":", "/")
+    raise ValueError(
+        f"TFDS dataset '{name}' is not prepared in data_dir {builder.data_dir_root} "
+        f"and cannot be downloaded ({reason}). On a connected machine run `python3 "
+        f"-c \"import tensorflow_datasets as tfds; tfds.builder('{full}')"
+        f'.download_and_prepare()"` (or `tfds build {full}`), then copy '
+        f"~/tensorflow_datasets/{builder.name} into {builder.data_dir_root}, or pass "
+        "the folder that holds it with --data-dir (data_dir=)."
+    )
+
+
+def _unreachable(urls: list[str], timeout: float = 3.0) -> str | None:
+    """Why the first URL whose host (or proxy) does not accept a connection within
+    ``timeout`` seconds cannot be reached ("host:port: reason"); None if all can."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    seen = set()
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        proxy = proxies.get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+            parts = urllib.parse.urlsplit(proxy)
+        address = (
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
+        if address in seen:
+            continue
+        seen.add(address)
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+        except OSError as err:
+            return f"{address[0]}:{address[1]}: {err.strerror or err}"
+    return None
+
+
+def _remove_new(root: Path, before: dict[Path, set[Path] | None]) -> None:
+    """Removes what appeared in the watched directories since ``before`` (and
+    ``root`` itself when it did not exist)."""
+    if before[root] is None:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    for directory, entries in reversed(before.items()):
+        if entries is None or not directory.is_dir():
+            continue
+        for path in set(directory.iterdir()) - entries:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int):
+    logger = logging.getLogger(name)
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
 def _resize_uint8(image, size: tuple[int, int]):
     import tensorflow as tf
 
@@ -358,13 +480,12 @@ def load_folder(
 ) -> RawData:
     """Loads ``DIR/CLASS/IMAGE`` files with Keras' image utilities.
 
-    Class names are the sorted subfolder names. A file that is not a readable image
-    is skipped with a warning naming it. Images are converted to RGB, or kept
-    grayscale when the first image is grayscale; they are resized to
+    Class names are the sorted subfolder names. Files that are not readable images
+    are skipped, with one warning per dataset that counts them and names the first;
+    a class folder left without images is an error. Images are converted to RGB, or
+    kept grayscale when the first image is grayscale; they are resized to
     ``image_size`` when given, and must otherwise all have the first one's size.
     """
-    import keras
-
     root = _existing_dir(directory, "folder")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not class_dirs:
@@ -373,42 +494,69 @@ def load_folder(
             "DIR/CLASS_NAME/IMAGE files"
         )
     files = {d.name: sorted(filter(_is_data_file, d.rglob("*"))) for d in class_dirs}
-    color_mode = target = None
-    images, labels = [], []
+    reader = _ImageReader(directory, image_size)
+    images, labels, empty = [], [], []
     for label, (name, paths) in enumerate(files.items()):
-        count = 0
-        for path in paths:
-            try:
-                if color_mode is None:
-                    mode = keras.utils.load_img(path).mode
-                    color_mode = "grayscale" if mode in ("1", "L", "I") else "rgb"
-                image = keras.utils.load_img(
-                    path, color_mode=color_mode, target_size=image_size
-                )
-                array = keras.utils.img_to_array(image, dtype="uint8")
-            except OSError as err:  # PIL's UnidentifiedImageError is an OSError
-                warnings.warn(
-                    f"skipping {path}: not a readable image ({type(err).__name__})",
-                    stacklevel=4,  # the caller of data_pipelines.load
-                )
-                continue
-            if target is None:
-                target = array.shape[:2]
-            if array.shape[:2] != target:
-                raise ValueError(
-                    f"folder source '{directory}': {path} is "
-                    f"{array.shape[0]}x{array.shape[1]} but earlier images are "
-                    f"{target[0]}x{target[1]}; pass image_size (CLI --image-size) "
-                    "to resize them all"
-                )
-            images.append(array)
-            labels.append(label)
-            count += 1
-        if count == 0:
-            raise ValueError(
-                f"folder source '{directory}': class folder '{name}' has no images"
-            )
+        arrays = [a for a in map(reader.read, paths) if a is not None]
+        if not arrays:
+            empty.append(name)
+        images += arrays
+        labels += [label] * len(arrays)
+    skipped = len(reader.skipped)
+    example = f", e.g. {reader.skipped[0]}" if skipped else ""
+    if empty:
+        raise ValueError(
+            f"folder source '{directory}' has no readable image in class folders "
+            f"{', '.join(map(repr, empty))} ({skipped} unreadable files{example}); "
+            "expected DIR/CLASS_NAME/IMAGE files"
+        )
+    if skipped:
+        warnings.warn(
+            f"folder source '{directory}': skipped {skipped} unreadable "
+            f"file{'s' if skipped > 1 else ''}{example}",
+            stacklevel=4,  # the caller of data_pipelines.load
+        )
     return RawData(np.stack(images), np.array(labels, np.int64), list(files))
+
+
+class _ImageReader:
+    """Reads image files as uint8 arrays of one color mode and size; records the
+    files it cannot read (``skipped``: "CLASS/FILE: reason") instead of raising."""
+
+    def __init__(self, directory: str, image_size: tuple[int, int] | None) -> None:
+        self.root = Path(directory).expanduser()
+        self.image_size = image_size
+        self.color_mode: str | None = None
+        self.size: tuple[int, int] | None = None
+        self.skipped: list[str] = []
+
+    def read(self, path: Path) -> np.ndarray | None:
+        import keras
+
+        try:
+            if self.color_mode is None:
+                mode = keras.utils.load_img(path).mode
+                self.color_mode = "grayscale" if mode in ("1", "L", "I") else "rgb"
+            image = keras.utils.load_img(
+                path, color_mode=self.color_mode, target_size=self.image_size
+            )
+            array = keras.utils.img_to_array(image, dtype="uint8")
+        except OSError as err:  # PIL's UnidentifiedImageError is an OSError
+            # PIL ends its message with the file (a path, or Keras' BytesIO).
+            reason = re.sub(r" (<[^>]*>|'[^']*')$", "", str(err))
+            reason = reason or type(err).__name__
+            self.skipped.append(f"{path.relative_to(self.root)}: {reason}")
+            return None
+        if self.size is None:
+            self.size = array.shape[:2]
+        if array.shape[:2] != self.size:
+            raise ValueError(
+                f"folder source '{self.root}': {path} is "
+                f"{array.shape[0]}x{array.shape[1]} but earlier images are "
+                f"{self.size[0]}x{self.size[1]}; pass image_size (CLI --image-size) "
+                "to resize them all"
+            )
+        return array
 
 
 def _is_data_file(path: Path) -> bool:
@@ -422,7 +570,15 @@ def _existing_dir(directory: str, scheme: str) -> Path:
             f"{scheme} source '{directory}' is a file; pass the directory holding it"
         )
     if not root.is_dir():
-        raise ValueError(f"{scheme} source directory '{directory}' does not exist")
+        where = (
+            ""
+            if root.is_absolute()
+            else f" (looked in {Path.cwd().joinpath(root).resolve()}: a relative path "
+            "starts at the current directory)"
+        )
+        raise ValueError(
+            f"{scheme} source directory '{directory}' does not exist{where}"
+        )
     if not any(root.iterdir()):
         raise ValueError(f"{scheme} source directory '{directory}' is empty")
     return root
@@ -435,18 +591,23 @@ def load_csv(path: str, label_column: str | None, regression: bool = False) -> R
     """Reads a table; ``label_column`` holds the classes (or, with ``regression``,
     numeric targets), the rest are features.
 
-    Numeric columns stay numeric; non-numeric columns are categorical when they
-    have at most 50 distinct values, otherwise they are rejected.
+    Numeric columns stay numeric (empty cells are missing values; ``inf`` is
+    refused); non-numeric columns are categorical when they have at most 50 distinct
+    values, otherwise they are rejected. A numeric label column with more than 50
+    distinct values that cannot be classes (fractions, or a value seen only once)
+    is refused as a likely regression target.
     """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise ValueError(f"csv source file '{path}' does not exist")
-    frame = pd.read_csv(file)
-    if label_column is None or label_column not in frame.columns:
+    frame = _read_csv(path)
+    columns = ", ".join(map(str, frame.columns))
+    if label_column is None:
+        raise ValueError(
+            f"csv source '{path}' needs a label column: pass --label-column NAME "
+            f"(label_column=) with one of its columns: {columns}"
+        )
+    if label_column not in frame.columns:
         raise ValueError(
             f"csv source '{path}': label column {label_column!r} not found; "
-            f"columns: {', '.join(map(str, frame.columns))} "
-            "(pass label_column=, CLI --label-column)"
+            f"columns: {columns} (pass label_column=, CLI --label-column)"
         )
     labels = frame.pop(label_column)
     if labels.isna().any():
@@ -462,15 +623,86 @@ def load_csv(path: str, label_column: str | None, regression: bool = False) -> R
                 f"categorical columns may have at most {MAX_CATEGORIES}. Fix or "
                 "drop the column."
             )
+    _refuse_infinite(frame, f"csv source '{path}'")
     if regression:
         targets = _targets(labels, label_column, f"csv source '{path}'")
         return RawData(frame, targets, [str(label_column)], task="tabular")
+    if _looks_like_regression(labels):
+        examples = ", ".join(f"{v:g}" for v in labels.iloc[:3])
+        raise ValueError(
+            f"csv source '{path}': label column '{label_column}' holds "
+            f"{labels.nunique()} distinct numbers (e.g. {examples}), which looks "
+            "like a regression target, not classes; pass --task regression "
+            "(regression=True), or name a column of classes with --label-column; "
+            f"columns: {columns}"
+        )
     values = labels.to_numpy()
     if not pd.api.types.is_numeric_dtype(labels):
         values = values.astype(str)
     classes, ids = np.unique(values, return_inverse=True)
     names = [str(c) for c in classes]
     return RawData(frame, ids.astype(np.int64), names, task="tabular")
+
+
+def _read_csv(path: str) -> pd.DataFrame:
+    """The table, or a ValueError naming the file when it has no columns or rows."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ValueError(f"csv source file '{path}' does not exist")
+    try:
+        frame = pd.read_csv(file)
+    except pd.errors.EmptyDataError:
+        raise ValueError(
+            f"csv source '{path}' is empty (no header line); expected a header line "
+            "of column names, then one line per sample"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        reason = " ".join(str(err).split())
+        raise ValueError(f"csv source '{path}' cannot be parsed: {reason}") from None
+    if frame.empty:
+        raise ValueError(
+            f"csv source '{path}' has columns {', '.join(map(str, frame.columns))} "
+            "but no rows; add one line per sample"
+        )
+    return frame
+
+
+def _refuse_infinite(frame: pd.DataFrame, where: str, csv: bool = True) -> None:
+    """A ValueError naming the columns with inf/-inf and the rows that hold them
+    (the first as a line of the csv file, or as a row index of an array)."""
+    numeric = frame.select_dtypes("number")
+    infinite = numeric.isin([np.inf, -np.inf])
+    rows = infinite.any(axis=1)
+    if not rows.any():
+        return
+    counts = infinite.sum()
+    columns = ", ".join(
+        f"{column} ({_rows(n)})" for column, n in counts[counts > 0].items()
+    )
+    first = frame.index.get_loc(rows.idxmax())
+    first = f"line {first + 2}" if csv else f"row {first}"  # lines: 1-based, header
+    n = int(rows.sum())
+    empty = "an empty cell" if csv else "NaN"
+    raise ValueError(
+        f"{where}: {_rows(n)} hold{'s' if n == 1 else ''} inf or -inf in column(s) "
+        f"{columns}, first on {first}; fix or remove those rows ({empty} is a "
+        "missing value, filled with the training mean)"
+    )
+
+
+def _rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
+def _looks_like_regression(labels: pd.Series) -> bool:
+    """Numbers with more than MAX_CATEGORIES distinct values that cannot be class
+    ids: fractions, or a value that occurs once (no stratified split can hold it)."""
+    if not pd.api.types.is_numeric_dtype(labels) or pd.api.types.is_bool_dtype(labels):
+        return False
+    if labels.nunique() <= MAX_CATEGORIES:
+        return False
+    fractional = (labels != np.round(labels)).any()
+    return bool(fractional or labels.value_counts().min() < 2)
 
 
 def _targets(values: pd.Series, name: str, where: str) -> np.ndarray:

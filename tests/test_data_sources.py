@@ -3,7 +3,9 @@
 import gzip
 import json
 import pathlib
-import re
+import socket
+import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -162,15 +164,105 @@ def test_tfds_unknown_name_lists_close_matches():
         dp.load("tfds:mnistt")
 
 
-def test_tfds_no_network_says_how_to_get_the_data(tmp_path, monkeypatch):
+def test_declared_dependencies_bring_what_the_tfds_builder_imports():
+    """A fresh `pip install .` installs pyproject's dependencies and theirs; that
+    closure must hold importlib_resources, which tensorflow-datasets 4.9.10 imports
+    in its builder without declaring it."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pyproject = pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml"
+    todo = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    closure: set[str] = set()
+    while todo:
+        req = Requirement(todo.pop())
+        name = canonicalize_name(req.name)
+        if name in closure or (req.marker and not req.marker.evaluate({"extra": ""})):
+            continue
+        closure.add(name)
+        try:
+            todo += importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    assert {"tensorflow-datasets", "importlib-resources"} <= closure
+
+
+def test_tfds_real_builder_reads_its_checksums_and_writes_nothing(tmp_path):
+    """The real builder path (no mock): its code path needs importlib_resources."""
     import tensorflow_datasets as tfds
 
-    def offline(self, *args, **kwargs):
-        raise ConnectionError("no route to host")
+    builder = tfds.builder("mnist", data_dir=str(tmp_path))
+    assert not builder.is_prepared()
+    assert sorted(url.rsplit("/", 1)[1] for url in builder.url_infos) == [
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
+    assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
-    with pytest.raises(ValueError, match=r"could not be downloaded.*data_dir="):
+
+def go_offline(monkeypatch):
+    """No name resolves, as on a machine without internet (on any machine)."""
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(-3, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+
+
+def tfds_offline_message(data_dir):
+    return (
+        f"TFDS dataset 'mnist' is not prepared in data_dir {data_dir} and cannot be "
+        "downloaded (storage.googleapis.com:443: Temporary failure in name "
+        'resolution). On a connected machine run `python3 -c "import '
+        "tensorflow_datasets as tfds; tfds.builder('mnist').download_and_prepare()\"`"
+        f" (or `tfds build mnist`), then copy ~/tensorflow_datasets/mnist into "
+        f"{data_dir}, or pass the folder that holds it with --data-dir (data_dir=)."
+    )
+
+
+def test_tfds_offline_fails_in_seconds_in_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, capfd, caplog
+):
+    go_offline(monkeypatch)
+    start = time.monotonic()
+    with pytest.raises(ValueError) as raised:
         dp.load("tfds:mnist", data_dir=str(tmp_path))
+    assert time.monotonic() - start < 10
+    assert str(raised.value) == tfds_offline_message(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    err = capfd.readouterr().err
+    assert "urllib3" not in err and "Dl Completed" not in err, err
+    assert [r.getMessage() for r in caplog.records] == []  # e.g. "Variant folder"
+
+
+def test_tfds_failed_download_removes_what_it_wrote(tmp_path, monkeypatch):
+    """Reachable hosts, then a download that breaks: no .tmp or incomplete dir left."""
+    import tensorflow_datasets as tfds
+
+    def broken_download(self, *args, **kwargs):
+        partial = tmp_path / "downloads" / "mnist"
+        partial.mkdir(parents=True)
+        (partial / "t10k-images-idx3-ubyte.gz.tmp.1234").write_bytes(b"x")
+        (tmp_path / "mnist" / "3.0.1.incomplete5678").mkdir(parents=True)
+        raise ConnectionError("connection reset by peer")
+
+    (tmp_path / "other").mkdir()  # a dataset prepared earlier stays
+    monkeypatch.setattr(sources, "_unreachable", lambda urls: None)
+    monkeypatch.setattr(
+        tfds.core.DatasetBuilder, "download_and_prepare", broken_download
+    )
+    with pytest.raises(ValueError) as raised:
+        dp.load("tfds:mnist", data_dir=str(tmp_path))
+    assert str(raised.value).startswith(
+        f"TFDS dataset 'mnist' is not prepared in data_dir {tmp_path} and cannot be "
+        "downloaded (ConnectionError: connection reset by peer). On a connected"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["other"]
 
 
 # --- folder ----------------------------------------------------------------------
@@ -182,23 +274,44 @@ def write_images(folder, n, color, size=(12, 10)):
         Image.new("RGB", size, (color[0], color[1], i)).save(folder / f"{i}.png")
 
 
-def test_folder_source_skips_corrupt_files_with_a_warning(tmp_path):
+def test_folder_source_skips_corrupt_files_with_one_summary_warning(tmp_path):
     write_images(tmp_path / "cat", 10, (200, 0))
     write_images(tmp_path / "dog", 10, (0, 200))
     (tmp_path / "dog" / "broken.png").write_bytes(b"not a png")
     (tmp_path / "dog" / "notes.txt").write_text("hello")
     with pytest.warns(UserWarning) as record:
         splits = dp.load(f"folder:{tmp_path}", val_fraction=0.25, test_fraction=0.2)
-    messages = sorted(str(w.message) for w in record)
-    assert len(messages) == 2
-    assert re.match(r"skipping .*dog/broken\.png: not a readable image", messages[0])
-    assert re.match(r"skipping .*dog/notes\.txt: not a readable image", messages[1])
+    assert [str(w.message) for w in record] == [
+        f"folder source '{tmp_path}': skipped 2 unreadable files, e.g. "
+        "dog/broken.png: cannot identify image file"
+    ]
     info = splits.info
     assert info.class_names == ["cat", "dog"] and info.raw_shape == (10, 12, 3)
     assert info.sizes == {"train": 12, "val": 4, "test": 4}
     x, y = as_arrays(splits.test)
     red = np.broadcast_to(np.where(y == 0, 200.0, 0.0)[:, None, None], x.shape[:3])
     np.testing.assert_allclose(x[..., 0] * 255, red, atol=1e-3)
+
+
+def test_folder_without_readable_images_is_one_error(tmp_path):
+    """Like `folder:/tmp`: subfolders, but no image anywhere."""
+    for name in ("cache", "logs"):
+        (tmp_path / name / "deep").mkdir(parents=True)
+        for i in range(3):
+            (tmp_path / name / "deep" / f"{i}.txt").write_text("text")
+    (tmp_path / "empty").mkdir()
+    with (
+        warnings.catch_warnings(record=True) as record,
+        pytest.raises(ValueError) as raised,
+    ):
+        warnings.simplefilter("always")
+        dp.load(f"folder:{tmp_path}")
+    assert record == []
+    assert str(raised.value) == (
+        f"folder source '{tmp_path}' has no readable image in class folders "
+        "'cache', 'empty', 'logs' (6 unreadable files, e.g. cache/deep/0.txt: "
+        "cannot identify image file); expected DIR/CLASS_NAME/IMAGE files"
+    )
 
 
 def test_folder_resizes_mixed_sizes_when_asked(tmp_path):
@@ -221,7 +334,7 @@ def test_folder_resizes_mixed_sizes_when_asked(tmp_path):
         ),
         (
             lambda p: write_images(p / "a", 3, (0, 0)) or (p / "b").mkdir(),
-            "class folder 'b' has no images",
+            r"has no readable image in class folders 'b' \(0 unreadable files\)",
         ),
         (lambda p: write_images(p / "only", 3, (0, 0)), r"1 class\(es\) \['only'\]"),
     ],
@@ -280,6 +393,79 @@ def test_csv_missing_label_column_lists_columns(tmp_path):
         ValueError, match=r"label column 'kind' not found; columns: size, weight, color"
     ):
         dp.load(f"csv:{tmp_path / 't.csv'}", label_column="kind")
+
+
+def test_csv_without_label_column_names_the_flag_and_columns(tmp_path):
+    make_table().to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError) as raised:
+        dp.load(f"csv:{tmp_path / 't.csv'}")
+    assert str(raised.value) == (
+        f"csv source '{tmp_path / 't.csv'}' needs a label column: pass "
+        "--label-column NAME (label_column=) with one of its columns: size, weight, "
+        "color, species"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "is empty (no header line); expected a header line of column names"),
+        ("\n\n", "is empty (no header line); expected a header line of column names"),
+        ("size,species\n", "has columns size, species but no rows"),
+    ],
+)
+def test_empty_csv_names_the_file(tmp_path, text, message):
+    (tmp_path / "e.csv").write_text(text)
+    with pytest.raises(ValueError) as raised:
+        dp.load(f"csv:{tmp_path / 'e.csv'}", label_column="species")
+    assert str(raised.value).startswith(f"csv source '{tmp_path / 'e.csv'}' {message}")
+
+
+def test_csv_numeric_target_without_regression_suggests_it(tmp_path):
+    table = make_table(100)
+    table["price"] = (2.0 * table["size"] + 0.5).round(3)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError) as raised:
+        dp.load(f"csv:{tmp_path / 't.csv'}", label_column="price")
+    first = ", ".join(f"{v:g}" for v in table["price"][:3])
+    assert str(raised.value) == (
+        f"csv source '{tmp_path / 't.csv'}': label column 'price' holds 100 distinct "
+        f"numbers (e.g. {first}), which looks like a regression target, not "
+        "classes; pass --task regression (regression=True), or name a column of "
+        "classes with --label-column; columns: size, weight, color, species, price"
+    )
+
+
+def test_csv_classes_may_be_integers(tmp_path):
+    table = make_table(60)
+    table["grade"] = np.arange(60) % 4 + 3
+    table.to_csv(tmp_path / "t.csv", index=False)
+    splits = dp.load(f"csv:{tmp_path / 't.csv'}", label_column="grade")
+    assert splits.info.class_names == ["3", "4", "5", "6"]
+
+
+def test_csv_infinite_features_are_refused_naming_columns_and_rows(tmp_path):
+    table = make_table(100)
+    table.loc[::10, "size"] = np.inf  # 10 rows
+    table.loc[[5, 10], "weight"] = -np.inf  # row 10 is already counted
+    table.loc[7, "weight"] = np.nan  # a missing value: filled with the mean
+    table.to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(ValueError) as raised:
+        dp.load(f"csv:{tmp_path / 't.csv'}", label_column="species")
+    assert str(raised.value) == (
+        f"csv source '{tmp_path / 't.csv'}': 11 rows hold inf or -inf in column(s) "
+        "size (10 rows), weight (2 rows), first on line 2; fix or remove those rows "
+        "(an empty cell is a missing value, filled with the training mean)"
+    )
+
+
+def test_csv_missing_feature_values_are_filled_with_the_training_mean(tmp_path):
+    table = make_table(60)
+    table.loc[[3, 4], "size"] = np.nan
+    table.to_csv(tmp_path / "t.csv", index=False)
+    splits = dp.load(f"csv:{tmp_path / 't.csv'}", label_column="species")
+    x_train, _ = as_arrays(splits.train)
+    assert np.isfinite(x_train).all()
 
 
 def test_csv_rejects_free_text_features(tmp_path):
@@ -352,6 +538,71 @@ def test_numpy_arrays_become_uint8_images():
     assert splits.info.sizes == {"train": 24, "val": 8, "test": 8}
     x_test, _ = as_arrays(splits.test)
     assert np.allclose(x_test * 255, np.round(x_test * 255), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "x, message",
+    [
+        (
+            np.where(np.arange(160).reshape(10, 4, 4) % 7 == 0, np.nan, 0.5),
+            "numpy x holds 23 NaN or infinite values in 10 of its 10 images (first: "
+            "image 0); image values must be finite",
+        ),
+        (
+            np.full((10, 4, 4), np.inf, np.float32),
+            "numpy x holds 160 NaN or infinite values in 10 of its 10 images",
+        ),
+        (
+            np.linspace(-0.5, 2, 160).reshape(10, 4, 4),
+            "numpy x: float image values must lie within [0, 1] (scaled by 255) or "
+            "within [0, 255]; found values in [-0.5, 2]",
+        ),
+        (
+            np.linspace(0, 300, 160).reshape(10, 4, 4),
+            "numpy x: float image values must lie within [0, 1] (scaled by 255) or "
+            "within [0, 255]; found values in [0, 300]",
+        ),
+        (
+            np.arange(160, dtype=np.int64).reshape(10, 4, 4) * 2,
+            "numpy x: integer image values must lie within [0, 255]; found values "
+            "in [0, 318]",
+        ),
+    ],
+)
+def test_numpy_images_with_bad_values_are_refused(x, message):
+    with pytest.raises(ValueError) as raised:
+        dp.load((x, np.arange(10) % 2))
+    assert str(raised.value).startswith(message)
+
+
+def test_numpy_tables_with_infinite_values_are_refused():
+    x = np.ones((20, 3))
+    x[4, 1] = -np.inf
+    with pytest.raises(ValueError) as raised:
+        dp.load((x, np.arange(20) % 2))
+    assert str(raised.value) == (
+        "numpy x: 1 row holds inf or -inf in column(s) f1 (1 row), first on row 4; "
+        "fix or remove those rows (NaN is a missing value, filled with the training "
+        "mean)"
+    )
+
+
+def test_relative_source_paths_say_where_they_were_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as raised:
+        dp.load("idx:../shared/data/mnist")
+    assert str(raised.value) == (
+        "idx source directory '../shared/data/mnist' does not exist (looked in "
+        f"{tmp_path.parent / 'shared' / 'data' / 'mnist'}: a relative path starts "
+        "at the current directory)"
+    )
+
+
+def test_numpy_float_images_in_0_255_are_kept_as_they_are():
+    x = np.linspace(0, 255, 40 * 4).reshape(40, 2, 2)
+    splits = dp.load((x, np.arange(40) % 2), val_fraction=0.25, cache=False)
+    x_test, _ = as_arrays(splits.test)
+    assert x_test.min() >= 0 and x_test.max() <= 1 and x_test.max() > 0.5
 
 
 @pytest.mark.parametrize(

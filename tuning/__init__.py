@@ -9,6 +9,7 @@ Example:
     >>> result.retrain_and_export("saved_models/mlp_digits")
 """
 
+import zoo  # noqa: F401  (first: sets KERAS_BACKEND and TF's log level)
 from tuning import spaces
 from tuning.hypermodels import FAMILIES, HYPERMODELS, build_cnn, hypermodel
 from tuning.results import (

@@ -84,7 +84,7 @@ class TrainConfig:
         0.1, "share of the training data held out for validation", "data", DATA
     )
     label_column: str | None = option(
-        None, "csv sources: the label column (default: the last)", "data", DATA
+        None, "csv sources: the label column (required)", "data", DATA
     )
     data_dir: str | None = option(
         None, "tfds sources: the TFDS data_dir", "data", DATA, metavar="DIR"
