@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 from zoo import config
 from zoo.config import TrainConfig
@@ -51,6 +52,22 @@ def quiet_native_stderr():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+@contextlib.contextmanager
+def one_line_warnings(command: str):
+    """Python warnings as `zoo CMD: warning: MESSAGE`, one line each (not the
+    file:line header and source line that Python prints)."""
+    import warnings
+
+    saved = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: (
+        f"zoo {command}: warning: {message}\n"
+    )
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
 
 
 def load_tensorflow() -> None:
@@ -114,17 +131,31 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise ValueError(
+            f"--out {str(out)!r} is a directory or in one that does not exist; pass "
+            "a file path in an existing directory, e.g. --out predictions.csv."
+        )
     load_tensorflow()
     import warnings
 
-    from zoo import export
+    from zoo import export, files
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = export.predict(args.path, args.images, top_k=args.top_k)
+        table = export.predict(
+            args.path, args.images, top_k=args.top_k, batch_size=args.batch_size
+        )
     for w in caught:
         print(f"zoo predict: warning: {w.message}", file=sys.stderr)
-    print(table.to_string(index=False))
+    if out is not None:
+        files.write_atomic(out, table.to_csv(index=False))
+        print(f"wrote {len(table)} rows to {out}")
+    elif "image" in table.columns:
+        print(table.to_string(index=False))
+    else:  # table rows: CSV, one line per input row
+        print(table.to_csv(index=False), end="")
 
 
 def cmd_serve_bench(args: argparse.Namespace) -> None:
@@ -598,10 +629,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export_flags(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("predict", help="top-k table for image files (SavedModel)")
+    p = sub.add_parser(
+        "predict", help="top-k table for image files, or CSV rows (SavedModel)"
+    )
     p.add_argument("path", help="export base dir (latest version) or version dir")
-    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument(
+        "images",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (PNG, JPEG, ...); for a model trained on a csv source, "
+        "one CSV file of rows with the training feature columns",
+    )
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="images or rows per call of the SavedModel (default 64)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="write the predictions as CSV to FILE (default: stdout)",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("serve-bench", help="SavedModel latency/throughput by batch")
@@ -627,6 +678,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_problem(err: Exception, command: str) -> str | None:
+    """One line for a write that failed on a full disk or a read-only or
+    forbidden path, naming the path and what to do; None for other errors."""
+    import errno
+
+    from zoo import files
+
+    failed = files.write_error(err)
+    if failed is None:
+        return None
+    fix = (
+        "Free some space"
+        if failed.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "Make it writable (or write elsewhere)"
+    )
+    run_dir = getattr(err, "run_dir", None)
+    then = (
+        f", then continue the run from its last checkpoint: zoo {command} --resume "
+        f"{run_dir}"
+        if run_dir and command in ("train", "finetune")
+        else " and run the command again"
+    )
+    return f"cannot write '{failed.filename}': {failed.strerror}. {fix}{then}."
+
+
+def _tune_resume(argv: list[str] | None, directory) -> str:
+    """The command that continues an interrupted `zoo tune`: its own arguments,
+    the search directory and --resume."""
+    import shlex
+
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--resume"]
+    if not any(a == "--directory" or a.startswith("--directory=") for a in args):
+        args += ["--directory", str(directory)]
+    return shlex.join(["zoo", *args, "--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `zoo` console script."""
     parser = build_parser()
@@ -635,9 +722,16 @@ def main(argv: list[str] | None = None) -> int:
         commands = parser._subparsers._group_actions[0].choices
         commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        args.func(args)
+        with one_line_warnings(args.command):
+            args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as err:
         print(f"zoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        problem = _write_problem(err, args.command)
+        if problem is None:
+            raise
+        print(f"zoo {args.command}: error: {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         run_dir = getattr(interrupt, "run_dir", None)
@@ -646,6 +740,8 @@ def main(argv: list[str] | None = None) -> int:
             if run_dir and args.command in ("train", "finetune")
             else ""
         )
+        if run_dir and args.command == "tune":
+            hint = f"; continue it with {_tune_resume(argv, run_dir)}"
         print(f"zoo {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     return 0
