@@ -652,7 +652,7 @@ def test_cli_usage_errors_are_one_line_naming_the_command(capsys):
          "finetune --help"),
         (["train", "--strategy", "foo"],
          "zoo train: error: argument --strategy: invalid choice: 'foo' (choose from "
-         "'mirrored'); see zoo train --help"),
+         "'mirrored', 'multi-worker'); see zoo train --help"),
     ]:  # fmt: skip
         with pytest.raises(SystemExit) as exit_:
             cli.main(args)

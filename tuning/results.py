@@ -498,8 +498,7 @@ class SearchResult:
             run_dir=str(self.directory),
             export=str(base_dir),
         )
-        recipe.set_seeds(config)
-        splits = recipe.load_data(config)
+        splits = recipe.prepare(config)
         run = runs.start(config, splits, path=self.directory / "retrained")
         extra = {
             "trained_on": "train+val",

@@ -22,7 +22,7 @@ LOSSES = ("crossentropy", "binary_crossentropy", "mse")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
 SCHEDULES = ("constant", "step", "cosine", "plateau")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
-STRATEGIES = (None, "mirrored")
+STRATEGIES = (None, "mirrored", "multi-worker")
 COMMANDS = ("train", "finetune", "tune")
 # Who offers a field: `zoo train` only (the model's knobs), every command that
 # runs the training recipe, or every command that loads data (the tuner too).
@@ -175,7 +175,9 @@ class TrainConfig:
     strategy: str | None = option(
         None,
         "mirrored: tf.distribute.MirroredStrategy over the visible GPUs (or the "
-        "logical CPUs); --batch-size stays the global batch, --lr is not rescaled",
+        "logical CPUs); multi-worker: MultiWorkerMirroredStrategy over the "
+        "machines TF_CONFIG names (zoo train; docs/distributed.md). "
+        "--batch-size stays the global batch; --lr is not rescaled",
         "runtime",
         RUN,
         choices=STRATEGIES[1:],

@@ -212,7 +212,8 @@ def load_data(config: TrainConfig) -> dp.Splits:
         augment=config.augment,
         normalize=config.normalize,
         seed=config.seed,
-        deterministic=config.deterministic,
+        # Workers shard one order of the examples: it must be the same on each.
+        deterministic=config.deterministic or config.strategy == "multi-worker",
         data_dir=config.data_dir,
         label_column=config.label_column,
         regression=config.regression,
@@ -229,6 +230,14 @@ def load_data(config: TrainConfig) -> dp.Splits:
     return splits
 
 
+def prepare(config: TrainConfig) -> dp.Splits:
+    """What every run does first: the distribution strategy (a multi-worker one
+    must exist before any TensorFlow op), the seeds, then the data."""
+    distribution(config)
+    set_seeds(config)
+    return load_data(config)
+
+
 def set_seeds(config: TrainConfig) -> None:
     """Seed Python, NumPy and Keras; with `deterministic`, TensorFlow's ops too."""
     keras.utils.set_random_seed(config.seed)
@@ -237,8 +246,14 @@ def set_seeds(config: TrainConfig) -> None:
 
 
 def distribution(config: TrainConfig) -> tf.distribute.Strategy:
-    """MirroredStrategy over the GPUs, or over the logical CPUs when there are none;
-    else TensorFlow's default strategy."""
+    """MirroredStrategy over the GPUs (or the logical CPUs when there are none),
+    MultiWorkerMirroredStrategy over the TF_CONFIG cluster, else TensorFlow's
+    default strategy. The multi-worker one must be made before any TensorFlow op:
+    entry points call this first."""
+    if config.strategy == "multi-worker":
+        from zoo import cluster
+
+        return cluster.strategy()
     if config.strategy == "mirrored":
         devices = tf.config.list_logical_devices(
             "GPU"

@@ -8,6 +8,7 @@ in how a run is fitted, recorded, evaluated and exported.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import csv
 import io
@@ -15,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -29,7 +31,7 @@ import tensorflow as tf
 
 import data_pipelines as dp
 import zoo
-from zoo import evaluation, files, plots, recipe
+from zoo import cluster, evaluation, files, plots, recipe
 from zoo.config import TrainConfig
 
 CONFIG_FILE = "config.json"
@@ -90,11 +92,17 @@ class TrainingError(ValueError):
 class Run:
     """A run directory: its config, its files, its progress, and the lock held
     while `execute` runs it (released when it returns or raises, and when the
-    process ends, even by SIGKILL)."""
+    process ends, even by SIGKILL).
+
+    Under `--strategy multi-worker` every worker runs the same lifecycle, but only
+    the chief (worker 0) writes: `writer` is False on the others, which read the
+    run (to resume) and never write to it.
+    """
 
     def __init__(self, path: Path, config: TrainConfig) -> None:
         self.path = Path(path)
         self.config = config
+        self.writer = config.strategy != "multi-worker" or cluster.this_task().chief
         # Created by this process (with the parents it made): removed if it fails
         # before its first checkpoint.
         self.created: list[Path] | None = None
@@ -166,19 +174,29 @@ class Run:
             )
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
         dataset_info(path, "resumed")
+        progress = run.progress()
+        if progress["epoch"] and progress.get("workers", 1) != run.workers():
+            raise ValueError(
+                f"run {str(path)!r} was trained on {progress['workers']} worker(s) "
+                f"and this resume has {run.workers()}; resume it with the same "
+                "number of workers (TF_CONFIG), or start a new run."
+            )
         if run.file(METRICS_FILE).is_file():
-            epochs = run.progress()["epoch"]
+            epochs = progress["epoch"]
             raise ValueError(
                 f"run {str(path)!r} already finished ({epochs} of {epochs} epochs, "
                 f"{METRICS_FILE} written); nothing to resume. Start a new run, or "
                 f"zoo finetune {path} to train on from its best model."
             )
-        run.lock(probe=True)  # refused now, before the data are loaded, if owned
+        if run.writer:  # refused now, before the data are loaded, if owned
+            run.lock(probe=True)
         return run
 
     def lock(self, probe: bool = False) -> None:
         """Own the run, or refuse: two processes must never write one run.
         `probe` only checks that no other process owns it, writing nothing."""
+        if not self.writer:
+            return
         handle = files.lock(
             self.path / LOCK_FILE,
             f"run {str(self.path)!r} is in use by process {{owner}}; wait for it to "
@@ -187,6 +205,24 @@ class Run:
         )
         if not probe:
             self._lock = handle
+
+    def workers(self) -> int:
+        """How many workers train the run: the shards and the batches each sees
+        depend on it, so a run resumes only on as many."""
+        if self.config.strategy != "multi-worker":
+            return 1
+        return len(cluster.this_task().workers)
+
+    def alone(self, write: Callable[..., Any], *args, **kwargs) -> Any:
+        """Call `write` (a save only the chief does), under multi-worker outside
+        the strategy's scope: Keras' saving creates variables (a reference
+        Optimizer each time), which under the strategy every worker would have
+        to create alike. Scopes are per thread, so a thread of its own is
+        outside."""
+        if self.config.strategy != "multi-worker":
+            return write(*args, **kwargs)
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            return thread.submit(write, *args, **kwargs).result()
 
     def unlock(self) -> None:
         if self._lock is not None:
@@ -334,7 +370,7 @@ class RunRecorder(recipe.NaNGuard):
         self.best: tuple[int, list] | None = None  # not yet checkpointed
         self.plotted = self.saved = time.monotonic()
         self.save_cost = 0.0
-        if self.rows:  # resumed: epochs after the checkpoint will be re-run
+        if self.rows and run.writer:  # resumed: later epochs will be re-run
             self.write_history()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
@@ -355,8 +391,10 @@ class RunRecorder(recipe.NaNGuard):
             self.best = (epoch + 1, self.model.get_weights())
         self.rows.append(row)
         self.write_history()
+        if not self.run.writer:
+            return
         if self.due():
-            self.checkpoint()
+            self.run.alone(self.checkpoint)
         if time.monotonic() - self.plotted > PLOT_EVERY_SECONDS:
             self.plot()
 
@@ -371,7 +409,8 @@ class RunRecorder(recipe.NaNGuard):
     def end_phase(self) -> None:
         """Record the phase as done, with the model as the phase left it (after
         EarlyStopping restored its best weights, for example)."""
-        self.checkpoint(done=[*self.state["done"], self.phase])
+        if self.run.writer:
+            self.run.alone(self.checkpoint, done=[*self.state["done"], self.phase])
 
     def checkpoint(self, done: list[str | None] | None = None) -> None:
         """Write the latest weights and the best epoch's, then progress.json;
@@ -425,6 +464,8 @@ class RunRecorder(recipe.NaNGuard):
         return pd.DataFrame(self.rows)
 
     def plot(self) -> None:
+        if not self.run.writer:
+            return
         plots.plot_curves(self.history(), self.run.path)
         self.plotted = time.monotonic()
 
@@ -461,52 +502,69 @@ def _fit_phases(
     """Fit every phase not done yet, resuming a started one from its checkpoint;
     the trainable parameters of each phase."""
     progress, trainable = recorder.state, {}
-    board = keras.callbacks.TensorBoard(str(run.file(TENSORBOARD)))
-    replayed = False
-    for phase in phases:
-        if phase.prepare is not None:
-            phase.prepare(model)
-        trainable[phase.name] = trainable_params(model)
-        if phase.name in progress["done"]:
-            continue
-        checkpoint = progress.get("weights") and run.checkpoints / progress["weights"]
-        started = checkpoint and progress.get("phase") == phase.name
-        if checkpoint and not started:  # the previous phase's end
-            load_weights(model, checkpoint)
-        recipe.compile_model(model, phase.config, splits.info)
-        if started:  # weights and this phase's optimizer state
-            model.optimizer.build(model.trainable_variables)
-            load_weights(model, checkpoint)
-        first = sum(r.get("phase") != phase.name for r in recorder.rows)
-        if not replayed:
-            _replay_data_order(splits.train, len(recorder.rows))
-            replayed = True
-        recorder.phase = phase.name
-        model.fit(
-            splits.train,
-            validation_data=splits.val,
-            initial_epoch=len(recorder.rows),
-            epochs=first + phase.config.epochs,
-            callbacks=[recorder, board, *recipe.callbacks(phase.config)],
-            verbose=verbose,
-            shuffle=False,
+    # Averaging goes first: the recorder saves what it leaves.
+    multi_worker = run.config.strategy == "multi-worker"
+    watch = [cluster.average_moving_statistics()] if multi_worker else []
+    watch.append(recorder)
+    # TensorBoard creates a step variable under the strategy, which every worker
+    # must do alike: the others log to a temporary folder, removed at the end (as
+    # TensorFlow's multi-worker guide does with their checkpoints).
+    with contextlib.ExitStack() as temporary:
+        board = (
+            run.file(TENSORBOARD)
+            if run.writer
+            else temporary.enter_context(tempfile.TemporaryDirectory())
         )
-        if recorder.bad_epoch is not None:
-            _stop_on_nan(run, model, recorder, phase)
-        recorder.end_phase()
-    if not replayed and progress.get("weights"):  # every phase was done before
-        recipe.compile_model(model, phases[-1].config, splits.info)
-        model.optimizer.build(model.trainable_variables)
-        load_weights(model, run.checkpoints / progress["weights"])
-    return trainable
+        watch.append(keras.callbacks.TensorBoard(str(board)))
+        replayed = False
+        for phase in phases:
+            if phase.prepare is not None:
+                phase.prepare(model)
+            trainable[phase.name] = trainable_params(model)
+            if phase.name in progress["done"]:
+                continue
+            checkpoint = (
+                progress.get("weights") and run.checkpoints / progress["weights"]
+            )
+            started = checkpoint and progress.get("phase") == phase.name
+            if checkpoint and not started:  # the previous phase's end
+                load_weights(model, checkpoint)
+            recipe.compile_model(model, phase.config, splits.info)
+            if started:  # weights and this phase's optimizer state
+                model.optimizer.build(model.trainable_variables)
+                load_weights(model, checkpoint)
+            first = sum(r.get("phase") != phase.name for r in recorder.rows)
+            if not replayed:
+                _replay_data_order(splits.train, len(recorder.rows))
+                replayed = True
+            recorder.phase = phase.name
+            model.fit(
+                splits.train,
+                validation_data=splits.val,
+                initial_epoch=len(recorder.rows),
+                epochs=first + phase.config.epochs,
+                callbacks=[*watch, *recipe.callbacks(phase.config)],
+                verbose=verbose,
+                shuffle=False,
+            )
+            if recorder.bad_epoch is not None:
+                _stop_on_nan(run, model, recorder, phase)
+            recorder.end_phase()
+        if not replayed and progress.get("weights"):  # every phase was done before
+            recipe.compile_model(model, phases[-1].config, splits.info)
+            model.optimizer.build(model.trainable_variables)
+            load_weights(model, run.checkpoints / progress["weights"])
+        return trainable
 
 
 def _stop_on_nan(run: Run, model: keras.Model, recorder: RunRecorder, phase: Phase):
     """Keep the last good epoch as last/best.keras (or remove a run that has
     none), then raise a TrainingError that says what to try."""
     where = f" ({phase.name} phase)" if phase.name else ""
-    if recorder.state.get("weights"):
-        _write_models(run, model, recorder, reload=True)
+    if not run.writer:
+        kept = f"Worker 0 keeps the last good checkpoint in {run.path}."
+    elif recorder.state.get("weights"):
+        run.alone(_write_models, run, model, recorder, reload=True)
         kept = (
             f"The last good checkpoint (epoch {recorder.state['epoch']}) is "
             f"{run.file(LAST_MODEL)}."
@@ -526,6 +584,8 @@ def _write_models(
     """last.keras and best.keras (the best epoch's weights, from memory if no
     checkpoint holds them yet). `model` holds the latest checkpoint's state, or
     is reloaded from it (`reload`, after a NaN)."""
+    if not run.writer:
+        return
     progress = recorder.state
     if reload:
         load_weights(model, run.checkpoints / progress["weights"])
@@ -579,9 +639,14 @@ def execute(
         with strategy.scope():
             model = _initial_model(run, build, save_init)
             recorder = RunRecorder(run, run.progress(), started)
+            recorder.state["workers"] = run.workers()
             trainable = _fit_phases(run, model, splits, phases, recorder, verbose)
             recorder.plot()
-            _write_models(run, model, recorder)
+            run.alone(_write_models, run, model, recorder)
+        if not run.writer:  # a worker other than the chief: done
+            print(f"{cluster.this_task()}: done; worker 0 writes the run {run.path}")
+            metrics = evaluation.epoch_metrics(recorder.rows, trainable)
+            return TrainResult(run.path, metrics, recorder.history(), model)
         best = zoo.load_model(run.file(BEST_MODEL))
         metrics = {
             **evaluation.evaluate_test(run.path, best, splits),
@@ -596,6 +661,8 @@ def execute(
         run.discard_if_empty()
         if (run.checkpoints / PROGRESS_FILE).is_file():  # resumable (a full disk)
             err.run_dir = run.path
+        if config.strategy == "multi-worker" and isinstance(err, tf.errors.OpError):
+            raise cluster.lost(err, run.path) from None
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(previous_policy)
@@ -624,8 +691,8 @@ def _initial_model(
     if init.is_file():  # a resumed run whose model the config cannot rebuild
         return zoo.load_model(init)
     model = build()
-    if save_init:
-        files.save_model(model, init)
+    if save_init and run.writer:
+        run.alone(files.save_model, model, init)
     return model
 
 
@@ -638,10 +705,15 @@ def start(
     extra_files: dict[str, Any] | None = None,
 ) -> Run:
     """Create a run directory with config.json, dataset.json and `extra_files`
-    (name: JSON data, e.g. transfer.json); `kind` is the command that resumes it."""
+    (name: JSON data, e.g. transfer.json); `kind` is the command that resumes it.
+    Under multi-worker the chief creates it and tells the other workers where."""
+    if config.strategy == "multi-worker" and not cluster.this_task().chief:
+        return Run(Path(cluster.from_chief("")), config)
     run = Run.create(config, path, kind)
     run.write_json(CONFIG_FILE, config.to_dict())
     run.write_json(DATASET_FILE, splits.info.to_dict())
     for name, data in (extra_files or {}).items():
         run.write_json(name, data)
+    if config.strategy == "multi-worker":
+        cluster.from_chief(str(run.path))
     return run

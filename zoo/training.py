@@ -146,8 +146,7 @@ def train(
         config = TrainConfig.from_dict(
             {"model": name, "dataset": dataset, **options}, "options"
         )
-    recipe.set_seeds(config)
-    splits = recipe.load_data(config)
+    splits = recipe.prepare(config)
     if resume is None:
         run = runs.start(config, splits)
     given = model if isinstance(model, keras.Model) and resume is None else None

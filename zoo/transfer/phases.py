@@ -121,14 +121,18 @@ def finetune(
             f"finetune does not take {', '.join(refused)}; allowed: "
             f"{', '.join(FINETUNE_OPTIONS)}."
         )
+    if options.get("strategy") == "multi-worker":
+        raise ValueError(
+            "zoo finetune runs on one machine; --strategy multi-worker is for zoo "
+            "train (use --strategy mirrored for this machine's GPUs)."
+        )
     if resume is not None:
         run, source, settings = _reopen(resume, source, settings, options)
         config = run.config
     else:
         _check_settings(source, settings)
         config = _config(source, dataset, settings, options)
-    recipe.set_seeds(config)
-    splits = recipe.load_data(config)
+    splits = recipe.prepare(config)
     phases = _phases(config, settings)
     build = _builder(source, settings, splits.info.num_classes, config)
     if resume is None:
