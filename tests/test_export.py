@@ -761,13 +761,11 @@ def test_regression_export_signature_and_bad_input(regression_export, tmp_path):
 # --- zoo predict: table rows, batches, 16-bit images ------------------------------
 
 
-@pytest.fixture(scope="module")
-def table_export(tmp_path_factory):
+def table_run(root: Path) -> tuple[pd.DataFrame, data_pipelines.DatasetInfo, Path]:
     """A run on a CSV (scikit-learn's wine table plus a categorical column) made by
-    hand with an untrained MLP, exported: predict needs the columns, not accuracy."""
+    hand with an untrained MLP: predict needs the columns, not accuracy."""
     from sklearn.datasets import load_wine
 
-    root = tmp_path_factory.mktemp("table")
     frame = load_wine(as_frame=True).frame
     frame["cellar"] = np.where(frame["proline"] > 750, "north", "south")
     frame.to_csv(root / "wine.csv", index=False)
@@ -779,6 +777,14 @@ def table_export(tmp_path_factory):
     keras.utils.set_random_seed(0)
     model = zoo.build("mlp", input_shape=info.input_shape, num_classes=3)
     model.save(run / "best.keras")
+    return frame, info, run
+
+
+@pytest.fixture(scope="module")
+def table_export(tmp_path_factory):
+    """The table run, exported."""
+    root = tmp_path_factory.mktemp("table")
+    frame, info, run = table_run(root)
     return frame, info, export.export_saved_model(run, root / "served")
 
 

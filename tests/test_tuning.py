@@ -735,10 +735,10 @@ def test_the_chief_refuses_bad_and_duplicate_ids_and_gives_up_silent_workers(
     )
 
 
-def test_a_restarted_chief_can_listen_at_once(tmp_path):
-    """The port of a chief that just ended has connections in TIME_WAIT."""
-    address = f"127.0.0.1:{free_port()}"
-    port = int(address.rsplit(":", 1)[1])
+def port_in_time_wait() -> str:
+    """The address of a port as a chief that just ended leaves it: connections in
+    TIME_WAIT (its server side closed first)."""
+    port = free_port()
     with socket.socket() as server:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
@@ -747,4 +747,8 @@ def test_a_restarted_chief_can_listen_at_once(tmp_path):
         connection, _ = server.accept()
         connection.close()  # the server side closes first: TIME_WAIT on the port
         client.close()
-    distributed.check_can_listen(address)  # no "Address already in use"
+    return f"127.0.0.1:{port}"
+
+
+def test_a_restarted_chief_can_listen_at_once(tmp_path):
+    distributed.check_can_listen(port_in_time_wait())  # no "Address already in use"
