@@ -704,6 +704,39 @@ def test_finished_run_is_not_resumed_or_rewritten(finished_run, capsys):
     assert after == before  # not one file touched, .lock included
 
 
+def test_a_larger_epochs_trains_a_finished_run_on(finished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(finished_run[0], run)
+    out = zoo_main("train", "--resume", run, "--epochs", 12, capsys=capsys)
+    one_line_error(out, "already finished (12 of 12 epochs, metrics.json written)")
+    out = zoo_main("train", "--resume", run, "--epochs", 11, capsys=capsys)
+    one_line_error(out, "flags conflict with the run's config: epochs=11 (run has 12)")
+    out = zoo_main("train", "--resume", run, "--epochs", 14, capsys=capsys)
+    assert out.returncode == 0, out.stderr
+    history = pd.read_csv(run / "history.csv")
+    assert list(history["epoch"]) == list(range(14))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 14
+    assert json.loads((run / "config.json").read_text())["epochs"] == 14
+    progress = json.loads((run / "checkpoints" / "progress.json").read_text())
+    assert progress["epoch"] == 14 and progress["done"] == [None]
+
+
+def test_the_name_of_a_run_in_progress_is_not_offered_for_resume(tmp_path, capsys):
+    run = tmp_path / "runs" / "busy"
+    run.mkdir(parents=True)
+    held = runs.files.lock(run / ".lock", "unused")  # as a training process holds it
+    out = zoo_main(
+        "train", "--run-dir", tmp_path / "runs", "--name", "busy", capsys=capsys
+    )
+    held.close()
+    one_line_error(
+        out,
+        f"run directory '{run}' already exists and process {os.getpid()} is "
+        "training it; pick another --name.",
+    )
+
+
 def test_a_keras_file_that_does_not_fit_the_data_is_refused(
     finished_run, tmp_path, capsys
 ):

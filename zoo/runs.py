@@ -106,6 +106,7 @@ class Run:
         # Created by this process (with the parents it made): removed if it fails
         # before its first checkpoint.
         self.created: list[Path] | None = None
+        self.extended = False  # reopened with a larger --epochs: train on
         self._lock = None
 
     @classmethod
@@ -122,6 +123,13 @@ class Run:
             path = files.fresh_dir(path)
         elif config.name:
             path = root / config.name
+            if (path / LOCK_FILE).is_file():  # a run in progress: not to resume
+                files.lock(
+                    path / LOCK_FILE,
+                    f"run directory {str(path)!r} already exists and process "
+                    "{owner} is training it; pick another --name.",
+                    probe=True,
+                )
             if path.exists():
                 raise FileExistsError(
                     f"run directory {str(path)!r} already exists; resume it with "
@@ -155,10 +163,16 @@ class Run:
                 f"{str(path)!r} is a `zoo {actual}` run; resume it with zoo {actual} "
                 f"--resume {path}."
             )
+        # `zoo train --resume RUN --epochs N` with a larger N trains the run on.
+        extended = (
+            kind == "train"
+            and isinstance(options.get("epochs"), int)
+            and options["epochs"] > saved.get("epochs", 0)
+        )
         conflicts = [
             f"{k}={v!r} (run has {saved.get(k)!r})"
             for k, v in options.items()
-            if k in saved and saved[k] != v
+            if k in saved and saved[k] != v and not (k == "epochs" and extended)
         ]
         if conflicts:
             raise ValueError(
@@ -172,7 +186,10 @@ class Run:
                 "BackupAndRestore files, no progress.json); resume it with that "
                 "version, or start a new run."
             )
+        if extended:
+            saved = {**saved, "epochs": options["epochs"]}
         run = cls(path, TrainConfig.from_dict(saved, str(path / CONFIG_FILE)))
+        run.extended = extended
         dataset_info(path, "resumed")
         progress = run.progress()
         if progress["epoch"] and progress.get("workers", 1) != run.workers():
@@ -181,12 +198,13 @@ class Run:
                 f"and this resume has {run.workers()}; resume it with the same "
                 "number of workers (TF_CONFIG), or start a new run."
             )
-        if run.file(METRICS_FILE).is_file():
+        if run.file(METRICS_FILE).is_file() and not extended:
             epochs = progress["epoch"]
+            more = f" with a larger --epochs, or zoo finetune {path}"
             raise ValueError(
                 f"run {str(path)!r} already finished ({epochs} of {epochs} epochs, "
-                f"{METRICS_FILE} written); nothing to resume. Start a new run, or "
-                f"zoo finetune {path} to train on from its best model."
+                f"{METRICS_FILE} written); nothing to resume. Start a new run, train "
+                f"it on{more if kind == 'train' else f': zoo finetune {path}'}."
             )
         if run.writer:  # refused now, before the data are loaded, if owned
             run.lock(probe=True)
@@ -638,7 +656,7 @@ def execute(
         strategy = recipe.distribution(config)
         with strategy.scope():
             model = _initial_model(run, build, save_init)
-            recorder = RunRecorder(run, run.progress(), started)
+            recorder = RunRecorder(run, _progress(run), started)
             recorder.state["workers"] = run.workers()
             trainable = _fit_phases(run, model, splits, phases, recorder, verbose)
             recorder.plot()
@@ -682,6 +700,18 @@ def execute(
         run.unlock()
     print(evaluation.summary(config, run.path, metrics, export_dir))
     return TrainResult(run.path, metrics, recorder.history(), best, export_dir)
+
+
+def _progress(run: Run) -> dict[str, Any]:
+    """The run's progress; a run given a larger --epochs is not done any more
+    (its config records the new target, its old metrics.json goes)."""
+    progress = run.progress()
+    if run.extended:
+        progress["done"] = []
+        if run.writer:
+            run.write_json(CONFIG_FILE, run.config.to_dict())
+            run.file(METRICS_FILE).unlink(missing_ok=True)
+    return progress
 
 
 def _initial_model(
