@@ -1,6 +1,9 @@
 """Every registered model: builds, shapes, exact counts, save/load, training."""
 
+import importlib
 import math
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import zoo
+from zoo import blocks
 
 MODELS = zoo.list_models()
 # Trainable parameters at the reference configuration, from the papers/torchvision/
@@ -33,6 +37,27 @@ EXPECTED_PARAMS = {
     "mlp": 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10,
 }
 SLOW = {"resnet101", "resnet152", "resnet110", "vgg19", "vgg13"}
+# Trainable parameters of every variant other than a family's default: torchvision's
+# vgg*_bn; ResNet v1.5 has v1's counts; AlexNet's 2012 widths (96, 256, 384, 384,
+# 256); GoogLeNet's LRN and 5x5/3 aux pools have no parameters.
+VARIANT_PARAMS = {
+    ("vgg11", "torchvision_bn"): 132_868_840,
+    ("vgg13", "torchvision_bn"): 133_053_736,
+    ("vgg16", "torchvision_bn"): 138_365_992,
+    ("vgg19", "torchvision_bn"): 143_678_248,
+    **{(n, "v1.5"): EXPECTED_PARAMS[n] for n in MODELS if n.startswith("resnet")},
+    ("alexnet", "paper"): 62_378_344,
+    ("googlenet", "paper"): 6_998_552,
+}
+
+
+def variants(name):
+    """The variants of a model's family (the first is the default), or ()."""
+    module = importlib.import_module(zoo.model_card(name).module)
+    return getattr(module, "VARIANTS", ())
+
+
+VARIANT_CASES = [(n, v) for n in MODELS for v in variants(n)[1:]]
 
 
 def small_shape(name):
@@ -49,14 +74,14 @@ def params(names):
 
 
 def test_registry_lists_every_family():
-    assert MODELS == sorted(MODELS)
     assert set(EXPECTED_PARAMS) == set(MODELS)
-    assert zoo.list_models("resnet1*") == [
+    assert zoo.list_models("resnet1*") == [  # natural order, not text order
+        "resnet18",
         "resnet101",
         "resnet110",
         "resnet152",
-        "resnet18",
     ]
+    assert zoo.list_models("resnet*")[:3] == ["resnet18", "resnet20", "resnet32"]
     assert zoo.list_models("vgg*") == ["vgg11", "vgg13", "vgg16", "vgg19"]
 
 
@@ -67,6 +92,36 @@ def test_reference_parameter_count_is_exact(name):
     assert tuple(model.input.shape[1:]) == card.reference_input
     assert trainable(model) == EXPECTED_PARAMS[name] == card.reference_params
     del model
+
+
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [
+        pytest.param(*c, marks=pytest.mark.slow) if c[0] in SLOW else c
+        for c in VARIANT_CASES
+    ],
+)
+def test_variant_parameter_count_is_exact(name, variant):
+    model = zoo.build(name, variant=variant)
+    assert trainable(model) == VARIANT_PARAMS[name, variant]
+    small = zoo.build(
+        name, input_shape=small_shape(name), num_classes=3, variant=variant
+    )
+    assert small.output.shape == (None, 3)
+
+
+def test_every_variant_is_counted():
+    assert set(VARIANT_PARAMS) == set(VARIANT_CASES)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_variant_the_family_does_not_have_is_refused(name):
+    if not variants(name):
+        match = f"{name} does not take variant"
+    else:
+        match = f"{name} has no variant 'v9'; allowed: {', '.join(variants(name))}."
+    with pytest.raises(ValueError, match=match):
+        zoo.build(name, input_shape=small_shape(name), variant="v9")
 
 
 @pytest.mark.parametrize("name", params(MODELS))
@@ -197,29 +252,164 @@ def test_googlenet_aux_heads_are_extra_outputs():
     assert any(isinstance(la, keras.layers.BatchNormalization) for la in small.layers)
 
 
-def test_knobs_reach_every_layer():
+KNOB_MODELS = sorted(
+    {zoo.model_card(n).family: n for n in reversed(MODELS)}.values()
+) + ["resnet20", "resnet50"]  # one per family, and each ResNet block kind
+
+
+@pytest.mark.parametrize("name", KNOB_MODELS)
+def test_knobs_reach_every_layer(name):
     model = zoo.build(
-        "mlp",
-        input_shape=(64,),
-        hidden_units=(32, 16, 8),
+        name,
+        input_shape=small_shape(name),
         activation="gelu",
         kernel_initializer="glorot_uniform",
         kernel_regularizer="l1_l2:1e-3",
         dropout=0.25,
         batch_norm=True,
     )
-    dense = [la for la in model.layers if isinstance(la, keras.layers.Dense)]
-    assert [d.units for d in dense] == [32, 16, 8, 10]
+    weighted = [
+        la
+        for la in model.layers
+        if isinstance(la, keras.layers.Conv2D | keras.layers.Dense)
+    ]
     assert all(
-        isinstance(d.kernel_initializer, keras.initializers.GlorotUniform)
-        for d in dense
+        isinstance(la.kernel_initializer, keras.initializers.GlorotUniform)
+        for la in weighted
     )
     assert all(
-        d.kernel_regularizer.get_config() == {"l1": 1e-3, "l2": 1e-3} for d in dense
+        la.kernel_regularizer.get_config() == {"l1": 1e-3, "l2": 1e-3}
+        for la in weighted
     )
-    kinds = [type(la).__name__ for la in model.layers]
-    assert kinds.count("Dropout") == 3 and kinds.count("BatchNormalization") == 3
-    assert len(model.losses) == 4  # one regularization term per Dense kernel
+    assert len(model.losses) == len(weighted)  # one term per kernel
+    acts = {
+        la.get_config()["activation"]
+        for la in model.layers
+        if isinstance(la, keras.layers.Activation)
+    }
+    assert acts == {"gelu"}
+    hidden = [la for la in weighted if la.name != "predictions"]
+    for layer in hidden:  # batch norm after every conv and hidden Dense, no bias
+        bn = model.get_layer(f"{layer.name}_bn")
+        assert isinstance(bn, keras.layers.BatchNormalization) and not layer.use_bias
+    # dropout at every hidden Dense layer; once before the classifier without them
+    dense = [la for la in hidden if isinstance(la, keras.layers.Dense)]
+    rates = [la.rate for la in model.layers if isinstance(la, keras.layers.Dropout)]
+    assert rates == [0.25] * max(len(dense), 1)
+
+
+@pytest.mark.parametrize(
+    ("activation", "side"), [("tanh", 64), ("selu", 38), ("leaky_relu", 64)]
+)
+def test_resnet_stem_pool_ignores_its_padding(activation, side):
+    """Like PyTorch's -inf padding, whatever the activation (zero padding changed
+    the border outputs of negative activations)."""
+    model = zoo.build("resnet18", input_shape=(side, side, 3), activation=activation)
+    probe = keras.Model(
+        model.input,
+        [model.get_layer("stem_conv_act").output, model.get_layer("stem_pool").output],
+    )
+    x = np.random.default_rng(0).normal(size=(2, side, side, 3)).astype("float32")
+    act, pooled = (np.asarray(t) for t in probe(x))
+    padded = np.pad(act, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    n = pooled.shape[1]
+    expected = np.array(
+        [
+            [
+                padded[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(1, 2))
+                for j in range(n)
+            ]
+            for i in range(n)
+        ]
+    ).transpose(2, 0, 1, 3)
+    np.testing.assert_array_equal(pooled, expected)
+
+
+def test_resnet_v1_5_strides_in_the_3x3():
+    for variant, strides in [("v1", ((2, 2), (1, 1))), ("v1.5", ((1, 1), (2, 2)))]:
+        model = zoo.build("resnet50", input_shape=(64, 64, 3), variant=variant)
+        got = tuple(model.get_layer(f"stage2_block1_conv{i}").strides for i in (1, 2))
+        assert got == strides
+        assert model.get_layer("stage2_block1_out").output.shape == (None, 8, 8, 512)
+
+
+def test_alexnet_dropout_and_lrn_by_variant():
+    def top(model):
+        names = [la.name for la in model.layers]
+        return names[names.index("flatten") :]
+
+    # torchvision: dropout before each hidden Dense; the paper (Caffe): after
+    assert top(zoo.build("alexnet")) == [
+        "flatten", "fc1_dropout", "fc1", "fc1_act",
+        "fc2_dropout", "fc2", "fc2_act", "predictions",
+    ]  # fmt: skip
+    paper = zoo.build("alexnet", variant="paper")
+    assert top(paper) == [
+        "flatten", "fc1", "fc1_act", "fc1_dropout",
+        "fc2", "fc2_act", "fc2_dropout", "predictions",
+    ]  # fmt: skip
+    lrn = [
+        la for la in paper.layers if isinstance(la, blocks.LocalResponseNormalization)
+    ]
+    assert [la.name for la in lrn] == ["block1_lrn", "block2_lrn"]
+    assert paper.get_layer("block5_pool").output.shape == (None, 6, 6, 256)
+
+
+def test_local_response_normalization_formula():
+    x = np.random.default_rng(0).normal(size=(1, 2, 2, 7)).astype("float32")
+    layer = blocks.LocalResponseNormalization(2, bias=2.0, alpha=1e-2, beta=0.75)
+    square = np.pad(x**2, ((0, 0), (0, 0), (0, 0), (2, 2)))
+    window = sum(square[..., i : i + 7] for i in range(5))
+    expected = x / (2.0 + 1e-2 * window) ** 0.75
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-6)
+
+
+def test_googlenet_paper_variant_has_lrn_and_5x5_3_aux_pools():
+    model = zoo.build("googlenet", variant="paper", aux_heads=True)
+    lrn = [
+        la for la in model.layers if isinstance(la, blocks.LocalResponseNormalization)
+    ]
+    assert [la.name for la in lrn] == ["pool1_lrn", "conv2_lrn"]
+    for aux, channels in [("aux1", 512), ("aux2", 528)]:
+        pool = model.get_layer(f"{aux}_pool")
+        assert isinstance(pool, keras.layers.AveragePooling2D)
+        assert (pool.pool_size, pool.strides) == ((5, 5), (3, 3))
+        assert pool.output.shape == (None, 4, 4, channels)
+    assert trainable(model) == trainable(zoo.build("googlenet", aux_heads=True))
+    with pytest.raises(
+        ValueError, match="'paper' with aux_heads needs inputs of at least 65x65"
+    ):
+        zoo.build("googlenet", input_shape=(64, 64, 3), variant="paper", aux_heads=True)
+
+
+def test_plain_keras_loads_zoo_models_after_import_zoo(tmp_path):
+    """Custom layers (and the warm-up schedule) are registered once keras is
+    imported after `import zoo`, which itself imports no TensorFlow."""
+    from zoo.recipe import Warmup
+
+    zoo.build("resnet20", input_shape=(16, 16, 3)).save(tmp_path / "cifar.keras")
+    paper = zoo.build("alexnet", input_shape=(64, 64, 3), variant="paper")
+    paper.save(tmp_path / "lrn.keras")
+    pre = zoo.build("lenet5", input_shape=(32, 32, 3), preprocessing="caffe")
+    pre.compile(
+        keras.optimizers.Adam(Warmup(1e-3, 10)), "sparse_categorical_crossentropy"
+    )
+    pre.save(tmp_path / "preprocessed.keras")
+    code = (
+        "import pathlib, sys\n"
+        "import zoo\n"
+        "assert 'keras' not in sys.modules\n"
+        "import keras\n"
+        "for path in sorted(pathlib.Path(sys.argv[1]).glob('*.keras')):\n"
+        "    keras.saving.load_model(path)\n"
+        "    print(path.name)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cifar.keras", "lrn.keras", "preprocessed.keras"]
 
 
 def test_vgg_batch_norm_option():

@@ -1,5 +1,9 @@
 """describe(): parameters, FLOPs and receptive fields against hand-computed values."""
 
+import importlib
+
+import pytest
+
 import zoo
 
 
@@ -66,3 +70,59 @@ def test_describe_counts_batch_norm_statistics_as_non_trainable():
     # strided conv grows by its input jump); stage3: 6 at jump 2 then 4.
     rf = 3 + 6 * 2 + (1 * 2 + 5 * 2 * 2) + (2 * 2 + 5 * 4 * 2)
     assert rows(df).loc["stage3_block3_out", "receptive_field"] == rf == 81
+
+
+# FLOPs (multiply-adds x 2) and the largest receptive field (px) at the reference
+# input of every registered model, and of the variants that change them. ResNet
+# v1: 1.814 / 3.858 / 7.570 / 11.282 GMACs and 435 / 483 / 1,027 / 1,507 px
+# (torchvision's and the papers' figures); v1.5 strides later: more FLOPs, a
+# smaller field.
+FLOPS_RF = {
+    "mlp": (100_864, None),
+    "lenet5": (833_040, 16),
+    "alexnet": (1_428_376_960, 195),
+    ("alexnet", "paper"): (2_270_512_192, 195),
+    "vgg11": (15_218_180_096, 150),
+    "vgg13": (22_616_932_352, 156),
+    "vgg16": (30_940_528_640, 212),
+    "vgg19": (39_264_124_928, 268),
+    "googlenet": (3_165_343_744, 715),
+    "resnet18": (3_628_146_688, 435),
+    "resnet34": (7_327_522_816, 899),
+    "resnet50": (7_715_946_496, 483),
+    ("resnet50", "v1.5"): (8_178_368_512, 427),
+    "resnet101": (15_140_388_864, 1027),
+    ("resnet101", "v1.5"): (15_602_810_880, 971),
+    "resnet152": (22_564_831_232, 1507),
+    ("resnet152", "v1.5"): (23_027_253_248, 1451),
+    "resnet20": (81_102_080, 81),
+    "resnet32": (137_725_184, 137),
+    "resnet44": (194_348_288, 193),
+    "resnet56": (250_971_392, 249),
+    "resnet110": (505_775_360, 501),
+}
+SLOW = {"vgg13", "vgg19", "resnet101", "resnet152", "resnet110"}
+
+
+def pinned_cases():
+    """Every registered model (default variant), and the pinned variants."""
+    cases = []
+    for name in zoo.list_models():
+        module = importlib.import_module(zoo.model_card(name).module)
+        variants = [
+            v for v in getattr(module, "VARIANTS", ())[1:] if (name, v) in FLOPS_RF
+        ]
+        for variant in [None, *variants]:
+            slow = [pytest.mark.slow] if name in SLOW else []
+            cases.append(pytest.param(name, variant, marks=slow))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "variant"), pinned_cases())
+def test_flops_and_receptive_field_are_pinned(name, variant):
+    kwargs = {} if variant is None else {"variant": variant}
+    df = zoo.describe(zoo.build(name, **kwargs))
+    field = df["receptive_field"].dropna()
+    rf = int(field.max()) if len(field) else None
+    key = name if variant is None else (name, variant)
+    assert (df.attrs["flops"], rf) == FLOPS_RF[key]

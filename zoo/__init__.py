@@ -1,9 +1,15 @@
-"""The Keras model zoo: `build`, `list_models`, `model_card`, `describe`.
+"""The Keras model zoo: `build`, `list_models`, `model_card`, `describe`,
+`load_model`, `load_weights`.
 
 `import zoo` does not import TensorFlow; `build` and `describe` do, on first use.
+Once Keras is imported (before or after zoo), zoo's custom Keras objects are
+registered, so plain `keras.saving.load_model` reads every zoo model.
 """
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # TensorFlow's C++ logs: errors too ('failed call to cuInit', tf.data attribute
@@ -18,9 +24,42 @@ __all__ = [
     "describe",
     "list_models",
     "load_model",
+    "load_weights",
     "model_card",
     "register",
 ]
+
+
+def _register_keras_objects() -> None:
+    """Import the modules that register zoo's layers and schedules with Keras."""
+    import zoo.blocks  # noqa: F401  (ChannelPad, ImagePreprocessing, LRN)
+    import zoo.recipe  # noqa: F401  (Warmup, in compiled models' optimizers)
+
+
+class _RegisterWithKeras(importlib.abc.MetaPathFinder):
+    """Registers zoo's Keras objects right after `import keras`, wherever it
+    happens, so that `import zoo` alone stays free of TensorFlow (`zoo list`)."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "keras":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module):
+                run(module)
+                _register_keras_objects()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_keras_objects()
+elif not any(isinstance(f, _RegisterWithKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithKeras())
 
 
 def describe(model):
@@ -28,6 +67,13 @@ def describe(model):
     from zoo.report import describe as _describe
 
     return _describe(model)
+
+
+def load_weights(model, source):
+    """keras.applications weights into a zoo model: see `zoo.weights.load_weights`."""
+    from zoo.weights import load_weights as _load_weights
+
+    return _load_weights(model, source)
 
 
 def load_model(path, compile: bool = True):
@@ -44,7 +90,7 @@ def load_model(path, compile: bool = True):
 
     import keras
 
-    import zoo.blocks  # noqa: F401  (registers ChannelPad)
+    _register_keras_objects()
     from zoo.files import brief
 
     # Keras reports a damaged or non-zip .keras file as "File not found".

@@ -2,14 +2,15 @@
 
 `Knobs` carries the settings a tuner searches (activation, initializer, regularizer,
 dropout, batch norm) so every family applies them the same way; `Head` carries the
-uniform top-of-model options (`include_top`, `pooling`, `classifier_activation`,
-`return_features`) and assembles the final `keras.Model`.
+uniform input and top-of-model options (`preprocessing`, `include_top`, `pooling`,
+`classifier_activation`, `return_features`) and assembles the final `keras.Model`.
+The custom layers here are registered Keras serializables (package "zoo").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import keras
@@ -43,6 +44,8 @@ INITIALIZERS = (
 REGULARIZERS = ("l1", "l2", "l1_l2")
 DEFAULT_REGULARIZATION = 1e-4
 POOLINGS = (None, "avg", "max")
+# keras.applications.imagenet_utils.preprocess_input modes.
+PREPROCESSINGS = (None, "caffe", "torch", "tf")
 COMMON_ARGS = (
     "activation",
     "kernel_initializer",
@@ -53,11 +56,20 @@ COMMON_ARGS = (
     "pooling",
     "classifier_activation",
     "return_features",
+    "preprocessing",
 )
 
 
 def _allowed(values: tuple) -> str:
     return ", ".join("None" if v is None else str(v) for v in values)
+
+
+def check_variant(family: str, variant: str, variants: tuple[str, ...]) -> None:
+    """Refuse a `variant` the family does not have, listing those it has."""
+    if variant not in variants:
+        raise ValueError(
+            f"{family} has no variant {variant!r}; allowed: {_allowed(variants)}."
+        )
 
 
 def parse_regularizer(
@@ -220,8 +232,14 @@ class Head:
     pooling: str | None = None
     classifier_activation: str | None = "softmax"
     return_features: bool = False
+    preprocessing: str | None = None
 
     def __post_init__(self) -> None:
+        if self.preprocessing not in PREPROCESSINGS:
+            raise ValueError(
+                f"unknown preprocessing {self.preprocessing!r}; allowed: "
+                f"{_allowed(PREPROCESSINGS)} (keras.applications' modes)."
+            )
         if self.pooling not in POOLINGS:
             raise ValueError(
                 f"unknown pooling {self.pooling!r}; allowed: {_allowed(POOLINGS)}."
@@ -234,6 +252,14 @@ class Head:
                     f"unknown classifier_activation {self.classifier_activation!r}; "
                     "allowed: softmax, sigmoid, linear or None (logits)."
                 ) from None
+
+    def input(self, input_shape: tuple[int, ...]):
+        """The model's Input and the tensor the network starts from: the Input, or
+        the `preprocess` layer when `preprocessing` is set."""
+        inputs = keras.Input(input_shape, name="inputs")
+        if self.preprocessing is None:
+            return inputs, inputs
+        return inputs, ImagePreprocessing(self.preprocessing, name="preprocess")(inputs)
 
     def model(self, inputs, features: dict[str, Any], top: Callable, name: str):
         """Outputs: stage features, the classifier, or pooled features without top."""
@@ -266,11 +292,19 @@ def options(num_classes: int, **kwargs: Any) -> tuple[Knobs, Head]:
     return knobs, head
 
 
-def dense_top(x, k: Knobs, head: Head, units: tuple[int, ...]):
-    """Flatten, hidden Dense layers `fc1, fc2, ...`, then `predictions`."""
+def dense_top(
+    x, k: Knobs, head: Head, units: tuple[int, ...], dropout_first: bool = False
+):
+    """Flatten, hidden Dense layers `fc1, fc2, ...`, then `predictions`. Dropout
+    follows each hidden layer (the papers, Caffe, keras.applications), or precedes
+    it with `dropout_first` (torchvision's AlexNet)."""
     x = layers.Flatten(name="flatten")(x)
     for i, n in enumerate(units, 1):
-        x = k.dense(x, n, name=f"fc{i}")
+        if dropout_first:
+            x = k.drop(x, f"fc{i}_dropout")
+            x = replace(k, dropout=0.0).dense(x, n, name=f"fc{i}")
+        else:
+            x = k.dense(x, n, name=f"fc{i}")
     return k.classifier(x, head.num_classes, head.classifier_activation)
 
 
@@ -300,6 +334,83 @@ class ChannelPad(layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "channels": self.channels}
+
+
+def replicate_pad(x, name: str):
+    """Pads one row and column on every side with copies of the border, so that a
+    max pool over it ignores the padding (PyTorch pads with -inf) whatever the
+    activation: a copied value is already in its window. Keras pads only with a
+    constant (ZeroPadding2D), so the copies are crops of the border."""
+    h, w = x.shape[1], x.shape[2]
+    rows = [
+        layers.Cropping2D(((0, h - 1), (0, 0)), name=f"{name}_top")(x),
+        x,
+        layers.Cropping2D(((h - 1, 0), (0, 0)), name=f"{name}_bottom")(x),
+    ]
+    x = layers.Concatenate(axis=1, name=f"{name}_rows")(rows)
+    cols = [
+        layers.Cropping2D(((0, 0), (0, w - 1)), name=f"{name}_left")(x),
+        x,
+        layers.Cropping2D(((0, 0), (w - 1, 0)), name=f"{name}_right")(x),
+    ]
+    return layers.Concatenate(axis=2, name=name)(cols)
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class ImagePreprocessing(layers.Layer):
+    """Images in [0, 1] (what data_pipelines yields) to what keras.applications'
+    `preprocess_input` makes of 0..255 pixels in `mode` ("caffe": RGB -> BGR and
+    the ImageNet mean subtracted; "torch": ImageNet mean/std; "tf": [-1, 1]), so
+    pretrained weights see the input they were trained on, inside the model and
+    its exports. Keras has the function, not a layer."""
+
+    def __init__(self, mode: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x):
+        return keras.applications.imagenet_utils.preprocess_input(
+            x * 255.0, data_format="channels_last", mode=self.mode
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class LocalResponseNormalization(layers.Layer):
+    """Across-channel LRN of AlexNet and GoogLeNet:
+    `x / (bias + alpha * sum of x^2 over depth_radius channels each side)^beta`
+    (TensorFlow's convention: Caffe's alpha is divided by the window size).
+    Keras has no LRN layer."""
+
+    def __init__(
+        self,
+        depth_radius: int = 2,
+        bias: float = 1.0,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.depth_radius, self.bias = depth_radius, bias
+        self.alpha, self.beta = alpha, beta
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.nn.local_response_normalization(
+            x, self.depth_radius, self.bias, self.alpha, self.beta
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
 
 
 def nested_layers(

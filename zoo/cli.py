@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 from pathlib import Path
@@ -105,10 +106,37 @@ def cmd_info(args: argparse.Namespace) -> None:
     from zoo.report import format_table
 
     model = zoo.build(
-        args.name, input_shape=args.input_shape, num_classes=args.num_classes
+        args.name,
+        input_shape=args.input_shape,
+        num_classes=args.num_classes,
+        **dict(args.model_args),
     )
     print(f"{card.name} ({card.family}) - {card.paper}")
     print(format_table(zoo.describe(model)))
+
+
+def cmd_build(args: argparse.Namespace) -> None:
+    if not str(args.out).endswith(".keras"):
+        raise ValueError(
+            f"--out {args.out!r} must be a .keras file, e.g. --out {args.name}.keras."
+        )
+    model_card(args.name)
+    load_tensorflow()
+    import zoo
+    from zoo import files
+
+    extra = {"weights": args.weights} if args.weights else {}
+    model = zoo.build(
+        args.name,
+        input_shape=args.input_shape,
+        num_classes=args.num_classes,
+        **dict(args.model_args),
+        **extra,
+    )
+    files.save_model(model, args.out)
+    count = sum(math.prod(w.shape) for w in model.trainable_weights)
+    source = f", weights converted from {args.weights}" if args.weights else ""
+    print(f"{args.name}: {count:,} trainable parameters{source}; saved {args.out}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -253,7 +281,8 @@ def cmd_finetune(args: argparse.Namespace) -> None:
     options = _options(args, "source")
     if args.source is None and "resume" not in options:
         raise ValueError(
-            "finetune needs a SOURCE (run directory, .keras file or keras:NAME), "
+            "finetune needs a SOURCE (run directory, .keras file, keras:NAME or a "
+            "zoo model name with --weights FILE), "
             "or --resume RUN_DIR to continue a fine-tuning run."
         )
     load_tensorflow()
@@ -301,6 +330,27 @@ def add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
                 kwargs[key] = meta[key]
         flag = meta["flag"] or "--" + field.name.replace("_", "-")
         groups[meta["group"]].add_argument(flag, **kwargs)
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """`zoo info` and `zoo build`: the model name and the builder's arguments."""
+    p.add_argument("name")
+    p.add_argument(
+        "--input-shape",
+        type=parse_shape,
+        default=None,
+        help="H,W,C (default: the model's reference input)",
+    )
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument(
+        "--model-arg",
+        dest="model_args",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="builder option, e.g. variant=v1.5 or include_top=false (repeatable)",
+    )
 
 
 def _add_train_flags(p: argparse.ArgumentParser) -> None:
@@ -447,8 +497,9 @@ def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
         "source",
         nargs="?",
         default=None,
-        help="run directory (its best.keras), .keras file, or "
-        "keras:NAME for a keras.applications backbone (keras:ResNet50)",
+        help="run directory (its best.keras), .keras file, "
+        "keras:NAME for a keras.applications backbone (keras:ResNet50), or a zoo "
+        "model name with --weights FILE (resnet50, vgg16, ...)",
     )
     p.add_argument(
         "--resume",
@@ -509,7 +560,8 @@ def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
         "--weights",
         default=s,
         help="keras:NAME backbones: imagenet "
-        "(default; needs internet), a weights file, or none",
+        "(default; needs internet), a weights file, or none; zoo model names: "
+        "a keras.applications weights file of that model (converted)",
     )
     add_config_flags(p, "finetune")
 
@@ -591,15 +643,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "info", help="per-layer table: shapes, params, FLOPs, receptive field"
     )
-    p.add_argument("name")
-    p.add_argument(
-        "--input-shape",
-        type=parse_shape,
-        default=None,
-        help="H,W,C (default: the model's reference input)",
-    )
-    p.add_argument("--num-classes", type=int, default=None)
+    _add_model_flags(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "build",
+        help="build a model (optionally with converted keras.applications "
+        "weights) and save it as .keras",
+    )
+    _add_model_flags(p)
+    p.add_argument("--out", required=True, help="the .keras file to write")
+    p.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="keras.applications weights file (.h5) of vgg16/19 or "
+        "resnet50/101/152; the model then takes images in [0, 1] and applies the "
+        "ImageNet preprocessing these weights expect",
+    )
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("train", help="train, evaluate and record a run")
     _add_train_flags(p)

@@ -149,6 +149,15 @@ class TrainConfig:
     batch_norm: bool | None = option(
         None, "batch normalization after convolutions", "model", TRAIN
     )
+    weights: str | None = option(
+        None,
+        "keras.applications weights file (.h5) of vgg16/19 or resnet50/101/152, "
+        "converted into the zoo model, which then applies the ImageNet "
+        "preprocessing these weights expect",
+        "model",
+        TRAIN,
+        metavar="FILE",
+    )
     model_args: dict[str, Any] = option(
         {},
         "family option, e.g. hidden_units=[512,256] (repeatable)",
@@ -285,6 +294,16 @@ class TrainConfig:
             raise ValueError(
                 "from_logits and label_smoothing apply to classification; "
                 "task 'regression' predicts values."
+            )
+        if self.weights is not None and self.model.endswith(".keras"):
+            raise ValueError(
+                f"weights={self.weights!r} converts keras.applications weights into "
+                f"a zoo model; {self.model!r} brings its own. Drop --weights."
+            )
+        if self.weights is not None and self.normalize:
+            raise ValueError(
+                "weights bring the ImageNet preprocessing they expect (inside the "
+                "model, on images in [0, 1]); drop --normalize."
             )
         import data_pipelines as dp  # imports TensorFlow: only once a run starts
 

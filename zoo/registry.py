@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,9 +156,15 @@ for _depth, _params in [
     )
 
 
+def natural_key(name: str) -> list:
+    """Sort key that orders numbers by value: resnet18 before resnet101."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
+
+
 def list_models(pattern: str = "*") -> list[str]:
-    """Sorted model names, optionally filtered with a shell wildcard ("resnet*")."""
-    return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
+    """Model names in natural order (resnet18 before resnet101), optionally
+    filtered with a shell wildcard ("resnet*")."""
+    return sorted((n for n in _MODELS if fnmatch.fnmatch(n, pattern)), key=natural_key)
 
 
 def model_card(name: str) -> ModelCard:
@@ -217,12 +224,22 @@ def build(
         num_classes: output classes; defaults to the card's reference classes.
         **kwargs: the uniform builder arguments (`include_top`, `pooling`,
             `classifier_activation`, `activation`, `kernel_initializer`,
-            `kernel_regularizer`, `dropout`, `batch_norm`, `return_features`) and the
-            family's own options (`hidden_units`, `classic`, `aux_heads`, ...).
+            `kernel_regularizer`, `dropout`, `batch_norm`, `return_features`,
+            `preprocessing`), the family's own options (`hidden_units`, `classic`,
+            `aux_heads`, `variant`, ...), and `weights`: a keras.applications
+            weights file (vgg16/19, resnet50/101/152) loaded with
+            `zoo.load_weights`; the model then takes images in [0, 1] and applies
+            the ImageNet preprocessing those weights expect (`preprocessing`
+            defaults to it).
 
     Returns:
         An uncompiled `keras.Model` named after the model.
     """
+    weights = kwargs.pop("weights", None)
+    if weights is not None:
+        from zoo import weights as reference
+
+        kwargs.setdefault("preprocessing", reference.reference_of(name).preprocessing)
     card = model_card(name)
     shape = _check_input_shape(
         card, card.reference_input if input_shape is None else input_shape
@@ -251,4 +268,7 @@ def build(
             f"{name} does not take {', '.join(unknown)}; allowed: "
             f"{', '.join(sorted(allowed))}."
         )
-    return builder(input_shape=shape, num_classes=classes, name=name, **params)
+    model = builder(input_shape=shape, num_classes=classes, name=name, **params)
+    if weights is not None:
+        reference.load_weights(model, weights)
+    return model

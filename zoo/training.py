@@ -40,7 +40,8 @@ __all__ = [
 
 
 def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
-    """A zoo model for the data (or a user's `.keras` file), with the config's knobs.
+    """A zoo model for the data (or a user's `.keras` file), with the config's knobs
+    and, with `weights`, converted keras.applications weights (zoo.load_weights).
 
     For regression the zoo model has one linear output followed by a
     `Normalization(invert=True)` with the training target's mean and std: the
@@ -74,6 +75,7 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
             classifier_activation=recipe.classifier_activation(config),
             **knobs,
             **config.model_args,
+            **({"weights": config.weights} if config.weights else {}),
         )
     except ValueError as err:
         if "needs inputs of at least" in str(err) and config.image_size is None:

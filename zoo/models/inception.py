@@ -1,7 +1,16 @@
-"""GoogLeNet / Inception v1 (Szegedy et al. 2014, Table 1)."""
+"""GoogLeNet / Inception v1 (Szegedy et al. 2014, Table 1, with true 5x5 branches).
+
+Variants: "default" has no local response normalization and pools each auxiliary
+head to 4x4 adaptively (torchvision's InceptionAux: valid at any input size, but
+at 14x14 it pools 4-wide windows, not the paper's); "paper" adds the paper's LRN
+after pool1 and after conv2 (Caffe's size 5, alpha 1e-4, beta 0.75) and the
+auxiliary heads' 5x5/3 average pool (4x4 out at 224x224; needs inputs of at least
+65x65 with `aux_heads`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import keras
@@ -26,6 +35,7 @@ MODULES = (
 )
 STAGE_ENDS = {"inception3b": "stage3", "inception4e": "stage4", "inception5b": "stage5"}
 AUX_AFTER = ("inception4a", "inception4d")  # where the auxiliary classifiers branch off
+VARIANTS = ("default", "paper")
 
 
 def inception_module(x, k: blocks.Knobs, filters: tuple[int, ...], name: str):
@@ -39,16 +49,32 @@ def inception_module(x, k: blocks.Knobs, filters: tuple[int, ...], name: str):
     return layers.Concatenate(name=f"{name}_concat")([b1, b2, b3, b4])
 
 
-def aux_classifier(x, k: blocks.Knobs, head: blocks.Head, name: str):
-    """Auxiliary head: 5x5/3 average pool (4x4 out at 224), 1x1 conv 128, fc 1024,
-    dropout 0.7, classifier. Adaptive pooling keeps it valid at any input size."""
-    x = layers.AdaptiveAveragePooling2D(4, name=f"{name}_pool")(x)
+def lrn(x, name: str):
+    """Caffe's LRN of GoogLeNet: size 5, alpha 1e-4 (over the window), beta 0.75."""
+    return blocks.LocalResponseNormalization(
+        2, bias=1.0, alpha=1e-4 / 5, beta=0.75, name=name
+    )(x)
+
+
+def aux_classifier(
+    x, k: blocks.Knobs, head: blocks.Head, name: str, variant: str = "default"
+):
+    """Auxiliary head: average pool to 4x4 (adaptive; "paper": 5x5/3), 1x1 conv
+    128, fc 1024, dropout 0.7, classifier."""
+    if variant == "paper":
+        if min(x.shape[1:3]) < 5:
+            raise ValueError(
+                "googlenet variant 'paper' with aux_heads needs inputs of at least "
+                f"65x65 (the 5x5/3 pool of the auxiliary heads); received "
+                f"{x.shape[1]}x{x.shape[2]} feature maps there. Use a larger input "
+                "or variant 'default'."
+            )
+        x = layers.AveragePooling2D(5, strides=3, name=f"{name}_pool")(x)
+    else:
+        x = layers.AdaptiveAveragePooling2D(4, name=f"{name}_pool")(x)
     x = k.conv(x, 128, 1, name=f"{name}_conv")
     x = layers.Flatten(name=f"{name}_flatten")(x)
-    x = k.act(
-        layers.Dense(1024, name=f"{name}_fc", **k._layer_args())(x), f"{name}_fc_act"
-    )
-    x = k.drop(x, f"{name}_dropout", rate=0.7)
+    x = replace(k, dropout=0.7).dense(x, 1024, name=f"{name}_fc")
     return k.classifier(
         x, head.num_classes, head.classifier_activation, name=f"{name}_predictions"
     )
@@ -61,17 +87,22 @@ def build(
     name: str,
     aux_heads: bool = False,
     dropout: float = 0.4,
+    variant: str = "default",
     **common: Any,
 ) -> keras.Model:
     """GoogLeNet. With `aux_heads=True` and a top, the outputs are
     `[predictions, aux1_predictions, aux2_predictions]`; the auxiliary outputs are for
     training only (loss weight 0.3 in the paper): serve `model.outputs[0]`."""
+    blocks.check_variant(name, variant, VARIANTS)
+    paper = variant == "paper"
     k, head = blocks.options(num_classes, dropout=dropout, **common)
-    inputs = keras.Input(input_shape, name="inputs")
-    x = k.conv(inputs, 64, 7, strides=2, padding=3, name="conv1")
+    inputs, x = head.input(input_shape)
+    x = k.conv(x, 64, 7, strides=2, padding=3, name="conv1")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = lrn(x, "pool1_lrn") if paper else x
     x = k.conv(x, 64, 1, name="conv2_reduce")
     x = k.conv(x, 192, 3, name="conv2")
+    x = lrn(x, "conv2_lrn") if paper else x
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
     features, aux_inputs = {"stem": x}, []
     for module, filters in MODULES:
@@ -89,7 +120,8 @@ def build(
         if not aux_heads:
             return main
         return [main] + [
-            aux_classifier(a, k, head, f"aux{i}") for i, a in enumerate(aux_inputs, 1)
+            aux_classifier(a, k, head, f"aux{i}", variant)
+            for i, a in enumerate(aux_inputs, 1)
         ]
 
     return head.model(inputs, features, top, name)

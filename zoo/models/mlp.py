@@ -27,8 +27,8 @@ def build(
             f"received {hidden_units!r}."
         )
     k, head = blocks.options(num_classes, dropout=dropout, **common)
-    inputs = keras.Input(input_shape, name="inputs")
-    x = layers.Flatten(name="flatten")(inputs) if len(input_shape) > 1 else inputs
+    inputs, x = head.input(input_shape)
+    x = layers.Flatten(name="flatten")(x) if len(input_shape) > 1 else x
     features = {}
     for i, n in enumerate(units, 1):
         x = features[f"dense{i}"] = k.dense(x, n, name=f"dense{i}")

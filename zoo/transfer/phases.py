@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 
+import zoo
 from zoo import recipe, runs
 from zoo.config import TrainConfig, options_for
 from zoo.transfer.layers import (
@@ -33,6 +34,7 @@ from zoo.transfer.models import (
     from_pretrained,
     load_pretrained,
 )
+from zoo.weights import REFERENCES
 
 PHASES = ("head", "finetune")
 # TrainConfig fields finetune accepts: the recipe's, not the model's knobs.
@@ -79,6 +81,9 @@ def finetune(
         source: A run directory or .keras file (a new head is built for the data's
             classes, see `from_pretrained`), "keras:NAME" for a keras.applications
             backbone (see `from_keras_application`; `image_size` sets its input,
+            default 224), a zoo model name with `weights` a keras.applications
+            weights file of it (vgg16/19, resnet50/101/152: converted by
+            `zoo.load_weights`, ImageNet preprocessing inside; `image_size`
             default 224), or a keras.Model trained as it is (build it with
             `from_pretrained`/`from_keras_application`; its outputs must match the
             data's classes). Not needed with `resume`.
@@ -92,7 +97,8 @@ def finetune(
         keep_batch_norm_frozen: Keep BatchNormalization layers frozen in phase 2.
         dropout: Dropout before the new classifier.
         cut: Layer whose output feeds the new head (see `from_pretrained`).
-        weights: Weights of a "keras:NAME" backbone: "imagenet", a file or None.
+        weights: Weights of a "keras:NAME" backbone: "imagenet", a file or None;
+            of a zoo model name: a keras.applications weights file.
         resume: A fine-tuning run directory to continue from its last completed
             epoch, in whichever phase it stopped (settings may only repeat it).
         verbose: Keras verbosity; "auto" is a progress bar on a terminal.
@@ -156,7 +162,8 @@ def _saved(
         "head_learning_rate": config.learning_rate,
         **{SAVED_AS.get(k, k): v for k, v in settings.items()},
     }
-    saved["weights"] = str(settings["weights"]) if _app(source) else None
+    weighted = _app(source) or _zoo_name(source)
+    saved["weights"] = str(settings["weights"]) if weighted else None
     return saved
 
 
@@ -165,6 +172,21 @@ def _app(source: Any) -> str | None:
     if isinstance(source, str) and source.startswith(KERAS_PREFIX):
         return source[len(KERAS_PREFIX) :]
     return None
+
+
+def _zoo_name(source: Any) -> str | None:
+    """A zoo model name that takes keras.applications weights files, as source."""
+    if isinstance(source, str) and source in REFERENCES:
+        return source
+    return None
+
+
+def _converted(name: str, weights: Any, size: int) -> keras.Model:
+    """The zoo model `name` without its top, with converted keras.applications
+    weights and their ImageNet preprocessing inside (`zoo.load_weights`)."""
+    return zoo.build(
+        name, input_shape=(size, size, 3), include_top=False, weights=weights
+    )
 
 
 def _check_settings(source: Any, settings: dict[str, Any]) -> None:
@@ -204,10 +226,23 @@ def _check_settings(source: Any, settings: dict[str, Any]) -> None:
             f"a {KERAS_PREFIX}NAME backbone feeds the new head from its global "
             "pooling. Drop cut (--cut)."
         )
-    if _app(source) is None and settings["weights"] != "imagenet":
+    if _zoo_name(source) and str(settings["weights"]) in ("imagenet", "none", "None"):
+        reference = REFERENCES[source]
+        raise ValueError(
+            f"a zoo model name as source needs weights: a keras.applications "
+            f"{reference.application} weights file (--weights FILE); ImageNet "
+            f"files download with keras.applications.{reference.application}"
+            "(weights='imagenet') on a machine with internet."
+        )
+    if (
+        _app(source) is None
+        and not _zoo_name(source)
+        and (settings["weights"] != "imagenet")
+    ):
         raise ValueError(
             f"weights={str(settings['weights'])!r} applies to {KERAS_PREFIX}NAME "
-            f"sources only; {source!r} brings its own weights. Drop weights."
+            "sources only (and zoo model names such as resnet50); "
+            f"{source!r} brings its own weights. Drop weights."
         )
 
 
@@ -215,7 +250,7 @@ def _config(
     source: Any, dataset: str, settings: dict[str, Any], options: dict[str, Any]
 ) -> TrainConfig:
     """The run's config; the data are resized to the model's input."""
-    app = _app(source)
+    app = _app(source) or _zoo_name(source)
     if app is not None:
         size = options.get("image_size") or 224
         input_shape, name = (size, size, 3), app.lower()
@@ -293,6 +328,14 @@ def _builder(
             shape = (config.image_size, config.image_size, 3)
             base = application_backbone(app, settings["weights"], shape, "avg")
             model = application_model(app, base, num_classes, settings["dropout"], head)
+        elif _zoo_name(source):
+            model = from_pretrained(
+                _converted(source, settings["weights"], config.image_size),
+                num_classes,
+                cut=settings["cut"],
+                dropout=settings["dropout"],
+                classifier_activation=head,
+            )
         elif isinstance(source, keras.Model):
             model = _checked_model(source, num_classes, config.dataset)
         else:
