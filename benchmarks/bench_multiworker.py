@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4, help="resnet20 epochs")
     parser.add_argument("--lenet-epochs", type=int, default=10)
+    parser.add_argument(
+        "--speed-only", action="store_true", help="skip the accuracy runs"
+    )
     args = parser.parse_args()
     import data_pipelines as dp
 
@@ -138,7 +141,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Accuracy: one data order in both (deterministic), so the comparison is of
         # the arithmetic (the workers' all-reduce), not of two shuffles.
-        for model, epochs in (("lenet5", args.lenet_epochs), ("resnet20", args.epochs)):
+        accuracy = (("lenet5", args.lenet_epochs), ("resnet20", args.epochs))
+        for model, epochs in () if args.speed_only else accuracy:
             one = one_process(model, epochs, tmp, f"{model}-one", deterministic=True)
             two = two_workers(model, epochs, tmp, f"{model}-two", deterministic=True)
             row = {

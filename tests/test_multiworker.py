@@ -107,6 +107,12 @@ def test_two_workers_end_identical_and_match_one_process(tmp_path):
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     assert not any((tmp_path / "tmp1").iterdir())  # the worker's temporary logs
     assert "worker 1 of 2: done; worker 0 writes the run" in results[1][1]
+    # Each epoch's logs are the same on both workers (summed over them).
+    epochs = [
+        [line.split(" - ", 3)[-1] for line in out.splitlines() if "val_loss" in line]
+        for _, out, _ in results
+    ]
+    assert len(epochs[0]) == 3 and epochs[0] == epochs[1], epochs
     # Bit-identical weights, batch-norm moving statistics included.
     with np.load(tmp_path / "worker1.npz") as saved:
         worker = [saved[k] for k in saved.files]

@@ -416,6 +416,12 @@ class RunRecorder(recipe.NaNGuard):
         if time.monotonic() - self.plotted > PLOT_EVERY_SECONDS:
             self.plot()
 
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        # Under multi-worker a batch's loss is this worker's own: only the
+        # epoch's, the same on every worker, may stop them (all together).
+        if self.run.config.strategy != "multi-worker":
+            super().on_train_batch_end(batch, logs)
+
     def due(self) -> bool:
         """Whether this epoch gets a checkpoint: every `checkpoint_every` epochs if
         the config says so, else when CHECKPOINT_COST_RATIO allows."""
