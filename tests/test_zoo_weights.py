@@ -94,25 +94,25 @@ def scale_free_difference(ours, reference):
     return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
 
 
-CASES = [  # (name, side, include_top, format); 224 once per model
-    ("resnet50", 224, True, "legacy"),
-    ("resnet50", 64, True, "keras3"),
-    ("resnet50", 64, False, "legacy"),
-    ("resnet50", 64, False, "keras3"),
-    pytest.param("resnet101", 224, True, "keras3", marks=pytest.mark.slow),
-    pytest.param("resnet101", 64, False, "legacy", marks=pytest.mark.slow),
-    pytest.param("resnet152", 224, True, "legacy", marks=pytest.mark.slow),
-    pytest.param("resnet152", 64, False, "keras3", marks=pytest.mark.slow),
-    ("vgg16", 64, False, "keras3"),
-    pytest.param("vgg16", 224, True, "legacy", marks=pytest.mark.slow),
-    pytest.param("vgg19", 224, True, "keras3", marks=pytest.mark.slow),
-    pytest.param("vgg19", 64, False, "legacy", marks=pytest.mark.slow),
-]
+def cases():
+    """Every model at 224 and 64, with and without top, in both formats (one of
+    them per case). Not slow: ResNet-50 at 64 and once at 224, VGG16 without top
+    at 64."""
+    quick = {("resnet50", 224, True), ("resnet50", 64, True), ("resnet50", 64, False)}
+    quick.add(("vgg16", 64, False))
+    found = []
+    for i, (name, side, top) in enumerate(
+        (n, s, t) for n in REFERENCES for s in (224, 64) for t in (True, False)
+    ):
+        fmt = ("keras3", "legacy")[(i // 2 + i) % 2]  # both formats, both tops
+        marks = [] if (name, side, top) in quick else [pytest.mark.slow]
+        found.append(pytest.param(name, side, top, fmt, marks=marks))
+    return found
 
 
-@pytest.mark.parametrize(("name", "side", "top", "fmt"), CASES)
+@pytest.mark.parametrize(("name", "side", "top", "fmt"), cases())
 def test_converted_weights_reproduce_keras_applications(files, name, side, top, fmt):
-    path = files(name, top, fmt)
+    path = files(name, top, fmt, side=side if top and name.startswith("vgg") else None)
     reference = application(name, top, side, path)
     model = zoo.build(
         name,
@@ -247,3 +247,34 @@ def test_finetune_a_converted_resnet50_and_export(files, tmp_path):
     assert result.model.get_layer("preprocess").mode == "caffe"
     assert result.export_dir is not None and result.export_dir.name == "1"
     shutil.rmtree(tmp_path / "runs")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"model": "m.keras"}, "'m.keras' brings its own. Drop --weights."),
+        ({"normalize": True}, "drop --normalize"),
+        ({"channels": 1}, "weights take RGB images"),
+    ],
+)
+def test_train_weights_refuse_what_does_not_apply(options, message):
+    from zoo.config import TrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({"model": "resnet50", "weights": "w.h5", **options})
+
+
+@pytest.mark.slow
+def test_zoo_train_starts_from_converted_weights(files, tmp_path, capsys):
+    weights = str(files("resnet50", False))
+    code = cli.main(
+        ["train", "resnet50", "--weights", weights, "--dataset", "digits"]
+        + ["--image-size", "32", "--epochs", "1", "--batch-size", "128"]
+        + ["--run-dir", str(tmp_path), "--name", "r"]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert (
+        json.loads((tmp_path / "r" / "config.json").read_text())["weights"] == weights
+    )
+    model = zoo.load_model(tmp_path / "r" / "best.keras")
+    assert model.get_layer("preprocess").mode == "caffe"

@@ -259,6 +259,12 @@ class Head:
         inputs = keras.Input(input_shape, name="inputs")
         if self.preprocessing is None:
             return inputs, inputs
+        if input_shape[-1] != 3:
+            raise ValueError(
+                f"preprocessing={self.preprocessing!r} takes RGB images; received "
+                f"input_shape={tuple(input_shape)}. Load the data with 3 channels "
+                "(--channels 3)."
+            )
         return inputs, ImagePreprocessing(self.preprocessing, name="preprocess")(inputs)
 
     def model(self, inputs, features: dict[str, Any], top: Callable, name: str):

@@ -153,7 +153,7 @@ class TrainConfig:
         None,
         "keras.applications weights file (.h5) of vgg16/19 or resnet50/101/152, "
         "converted into the zoo model, which then applies the ImageNet "
-        "preprocessing these weights expect",
+        "preprocessing these weights expect (on RGB images: --channels 3 is implied)",
         "model",
         TRAIN,
         metavar="FILE",
@@ -218,6 +218,8 @@ class TrainConfig:
             self.loss = "mse" if self.task == "regression" else "crossentropy"
         if isinstance(self.augment, str):
             self.augment = [a for a in self.augment.split(",") if a]
+        if self.weights is not None and self.channels is None:
+            self.channels = 3  # ImageNet weights take RGB: gray data are converted
 
     @property
     def regression(self) -> bool:
@@ -299,6 +301,11 @@ class TrainConfig:
             raise ValueError(
                 f"weights={self.weights!r} converts keras.applications weights into "
                 f"a zoo model; {self.model!r} brings its own. Drop --weights."
+            )
+        if self.weights is not None and self.channels == 1:
+            raise ValueError(
+                "weights take RGB images (3 channels); drop --channels 1 (gray data "
+                "are converted to RGB)."
             )
         if self.weights is not None and self.normalize:
             raise ValueError(
