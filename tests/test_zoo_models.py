@@ -416,16 +416,3 @@ def test_vgg_batch_norm_option():
     model = zoo.build("vgg11", input_shape=(32, 32, 3), batch_norm=True)
     bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
     assert len(bns) == 8 + 2  # one per conv and per hidden fc
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["vgg16", "vgg19"])
-def test_vgg_accepts_keras_applications_weights_layer_by_layer(name):
-    ref = getattr(keras.applications, name.upper())(weights=None)
-    ours = zoo.build(name, dropout=0.0)
-    with_weights = [la for la in ref.layers if la.weights]
-    for layer in with_weights:
-        ours.get_layer(layer.name).set_weights(layer.get_weights())
-    assert len(with_weights) == len([la for la in ours.layers if la.weights])
-    x = np.random.default_rng(0).random((2, 224, 224, 3), dtype=np.float32) * 255
-    np.testing.assert_allclose(ours(x), ref(x), rtol=1e-4, atol=1e-6)
