@@ -369,8 +369,8 @@ def test_cli_bad_config_files_and_run_dirs(tmp_path, capsys, monkeypatch):
     run.mkdir()
     (run / "config.json").write_text(json.dumps(TrainConfig(epochs=5).to_dict()))
     one_line_error(
-        zoo_main("train", "--resume", str(run), "--epochs", "9", capsys=capsys),
-        "flags conflict with the run's config: epochs=9 (run has 5)",
+        zoo_main("train", "--resume", str(run), "--seed", "9", capsys=capsys),
+        "flags conflict with the run's config: seed=9 (run has 0)",
     )
     one_line_error(
         zoo_main(
