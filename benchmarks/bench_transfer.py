@@ -103,11 +103,13 @@ def compare(
     batch_size: int = 32,
     val_fraction: float = 0.2,
     scratch_options: dict | None = None,
+    deterministic: bool = False,
 ) -> dict[str, dict]:
     """Metrics (test_accuracy, best_val_accuracy, ...) of scratch, head only and
     each fine-tune variant (finetune keyword arguments, e.g. unfreeze_top and
     finetune_lr) on one labelled subset. Every method gets the same `augment`;
-    `scratch_options` are more `train` options for scratch (image_size, ...)."""
+    `scratch_options` are more `train` options for scratch (image_size, ...);
+    `deterministic` makes every run repeat exactly."""
     from zoo import training, transfer
 
     common = {
@@ -115,6 +117,7 @@ def compare(
         "val_fraction": val_fraction,
         "batch_size": batch_size,
         "seed": seed,
+        "deterministic": deterministic,
         "run_dir": str(run_dir),
         "verbose": 0,
     }
