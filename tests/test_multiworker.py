@@ -24,9 +24,10 @@ TRAIN = ["--dataset", "digits", "--batch-size", "64"]
 WORKER = """
 import sys, numpy as np
 from zoo import training
-result = training.train(sys.argv[1], "digits", image_size=16, epochs=int(sys.argv[2]),
+result = training.train(sys.argv[1], "digits", image_size=int(sys.argv[5]),
+                        epochs=int(sys.argv[2]),
                         strategy="multi-worker", run_dir=sys.argv[3], name="run",
-                        verbose=2)
+                        deterministic=True, verbose=2)
 np.savez(sys.argv[4], *result.model.get_weights())
 """
 
@@ -88,12 +89,12 @@ def zoo_args_tail(*args):
     return list(map(str, args))
 
 
-@pytest.mark.slow
-def test_two_workers_end_identical_and_match_one_process(tmp_path):
+def train_two_workers(model, tmp_path, epochs=3, size=16):
+    """Two workers train `model`; their results and the run."""
     ports, runs = free_ports(2), tmp_path / "runs"
     procs = start_workers(
         [
-            ["-c", WORKER, "resnet20", 3, runs, tmp_path / f"worker{i}.npz"]
+            ["-c", WORKER, model, epochs, runs, tmp_path / f"worker{i}.npz", size]
             for i in range(2)
         ],
         ports,
@@ -102,8 +103,13 @@ def test_two_workers_end_identical_and_match_one_process(tmp_path):
     results = finish(procs)
     for code, out, err in results:
         assert code == 0, out + err
-    run = runs / "run"
     assert sorted(p.name for p in runs.iterdir()) == ["run"]  # the chief's only
+    return results, runs / "run"
+
+
+@pytest.mark.slow
+def test_two_workers_end_with_identical_weights_and_logs(tmp_path):
+    results, run = train_two_workers("resnet20", tmp_path)
     assert RUN_FILES <= {p.name for p in run.iterdir()}
     assert not any((tmp_path / "tmp1").iterdir())  # the worker's temporary logs
     assert "worker 1 of 2: done; worker 0 writes the run" in results[1][1]
@@ -121,19 +127,29 @@ def test_two_workers_end_identical_and_match_one_process(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(chief, worker, strict=True))
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["epochs"] == 3
-    # One process, same global batch, seed and epochs.
+
+
+@pytest.mark.slow
+def test_two_workers_match_one_process(tmp_path):
+    """Same global batch, seed, epochs and (deterministic) data order. The
+    workers' steps need not group the examples as one process's batches do
+    (tf.data shards the batched order, then splits each worker's batches), so
+    short runs differ by a few points (3 epochs at 16x16: 3.3 measured); trained
+    on, they agree (as in the benchmark)."""
+    _, run = train_two_workers("lenet5", tmp_path, epochs=10, size=32)
+    two = json.loads((run / "metrics.json").read_text())
     single = subprocess.run(
-        [sys.executable, *zoo_args("resnet20", *TRAIN, "--image-size", 16)]
-        + zoo_args_tail("--epochs", 3, "--run-dir", tmp_path / "single")
-        + ["--name", "one"],
+        [sys.executable, *zoo_args("lenet5", *TRAIN, "--image-size", 32)]
+        + zoo_args_tail("--epochs", 10, "--run-dir", tmp_path / "single")
+        + ["--deterministic", "--name", "one"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert single.returncode == 0, single.stderr
     one = json.loads((tmp_path / "single" / "one" / "metrics.json").read_text())
-    assert abs(metrics["test_accuracy"] - one["test_accuracy"]) <= 0.01, (
-        metrics["test_accuracy"],
+    assert abs(two["test_accuracy"] - one["test_accuracy"]) <= 0.01, (
+        two["test_accuracy"],
         one["test_accuracy"],
     )
 
