@@ -27,6 +27,10 @@ class ModelCard:
     reference_params: int  # trainable parameters at the reference input and classes
     min_input: int  # smallest height/width the architecture accepts
     config: dict[str, Any] = field(default_factory=dict)  # variant data for the family
+    # What the model's output is: "classification" (class probabilities),
+    # "reconstruction" (an autoencoder's images) or "generation" (a GAN); the run,
+    # its evaluation, its figures and its export follow it.
+    task: str = "classification"
 
     @property
     def module(self) -> str:
@@ -57,6 +61,7 @@ def register(
     reference_params: int,
     min_input: int,
     reference_classes: int = 1000,
+    task: str = "classification",
     **config: Any,
 ) -> ModelCard:
     """Register a model: a family (module `zoo.models.<family>`) plus variant data."""
@@ -71,6 +76,7 @@ def register(
         reference_params=reference_params,
         min_input=min_input,
         config=dict(config),
+        task=task,
     )
     _MODELS[name] = card
     return card
