@@ -46,12 +46,16 @@ DEFAULT_REGULARIZATION = 1e-4
 POOLINGS = (None, "avg", "max")
 # keras.applications.imagenet_utils.preprocess_input modes.
 PREPROCESSINGS = (None, "caffe", "torch", "tf")
-COMMON_ARGS = (
+# The layer knobs every family takes; classifiers also take the head options.
+KNOB_ARGS = (
     "activation",
     "kernel_initializer",
     "kernel_regularizer",
     "dropout",
     "batch_norm",
+)
+COMMON_ARGS = (
+    *KNOB_ARGS,
     "include_top",
     "pooling",
     "classifier_activation",
@@ -286,15 +290,8 @@ class Head:
 
 def options(num_classes: int, **kwargs: Any) -> tuple[Knobs, Head]:
     """Split the uniform builder arguments into layer knobs and head options."""
-    knob_names = (
-        "activation",
-        "kernel_initializer",
-        "kernel_regularizer",
-        "dropout",
-        "batch_norm",
-    )
-    knobs = Knobs(**{k: v for k, v in kwargs.items() if k in knob_names})
-    head = Head(num_classes, **{k: v for k, v in kwargs.items() if k not in knob_names})
+    knobs = Knobs(**{k: v for k, v in kwargs.items() if k in KNOB_ARGS})
+    head = Head(num_classes, **{k: v for k, v in kwargs.items() if k not in KNOB_ARGS})
     return knobs, head
 
 

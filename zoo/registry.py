@@ -31,6 +31,9 @@ class ModelCard:
     # "reconstruction" (an autoencoder's images) or "generation" (a GAN); the run,
     # its evaluation, its figures and its export follow it.
     task: str = "classification"
+    # The loss a run trains the model with unless --loss says otherwise (None: the
+    # task's, cross-entropy or MSE): the VAE's ELBO needs binary cross-entropy.
+    loss: str | None = None
 
     @property
     def module(self) -> str:
@@ -50,6 +53,9 @@ _PAPERS = {
     "large-scale image recognition",
     "inception": "Szegedy et al. 2014, Going deeper with convolutions (GoogLeNet)",
     "resnet": "He et al. 2016, Deep residual learning for image recognition",
+    "autoencoder": "Hinton & Salakhutdinov 2006, Reducing the dimensionality of "
+    "data with neural networks; denoising: Vincent et al. 2008",
+    "vae": "Kingma & Welling 2014, Auto-encoding variational Bayes",
 }
 
 
@@ -62,6 +68,7 @@ def register(
     min_input: int,
     reference_classes: int = 1000,
     task: str = "classification",
+    loss: str | None = None,
     **config: Any,
 ) -> ModelCard:
     """Register a model: a family (module `zoo.models.<family>`) plus variant data."""
@@ -77,6 +84,7 @@ def register(
         min_input=min_input,
         config=dict(config),
         task=task,
+        loss=loss,
     )
     _MODELS[name] = card
     return card
@@ -160,6 +168,31 @@ for _depth, _params in [
         block="cifar",
         stages=((_depth - 2) // 6,) * 3,
     )
+# The lectures' generative families (reference: MNIST, 28x28x1).
+for _name, _kind, _params in [
+    ("autoencoder", "dense", 472_608),
+    ("conv_autoencoder", "conv", 178_001),
+]:
+    register(
+        _name,
+        "autoencoder",
+        task="reconstruction",
+        reference_input=(28, 28, 1),
+        reference_classes=10,
+        reference_params=_params,
+        min_input=4,
+        kind=_kind,
+    )
+register(
+    "vae",
+    "vae",
+    task="reconstruction",
+    loss="binary_crossentropy",
+    reference_input=(28, 28, 1),
+    reference_classes=10,
+    reference_params=228_193,
+    min_input=4,
+)
 
 
 def natural_key(name: str) -> list:
@@ -254,15 +287,17 @@ def build(
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"num_classes must be an int >= 1; received {classes!r}.")
     builder = importlib.import_module(card.module).build
-    from zoo.blocks import COMMON_ARGS
+    from zoo.blocks import COMMON_ARGS, KNOB_ARGS
 
+    # Autoencoders and GANs have no classifier head: only the layer knobs.
+    common = COMMON_ARGS if card.task == "classification" else KNOB_ARGS
     params = {**card.config, **kwargs}
     own = [
         p.name
         for p in inspect.signature(builder).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     ]
-    allowed = {*own, *COMMON_ARGS} - {
+    allowed = {*own, *common} - {
         "input_shape",
         "num_classes",
         "name",
