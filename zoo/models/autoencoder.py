@@ -37,9 +37,10 @@ class MaskingNoise(layers.Layer):
     def call(self, inputs, training=False):
         if not training or self.rate == 0:
             return inputs
-        keep = keras.random.uniform(
-            keras.ops.shape(inputs), seed=self.seed_generator
-        ) >= self.rate
+        keep = (
+            keras.random.uniform(keras.ops.shape(inputs), seed=self.seed_generator)
+            >= self.rate
+        )
         return inputs * keras.ops.cast(keep, inputs.dtype)
 
     def get_config(self) -> dict[str, Any]:
@@ -56,7 +57,8 @@ def noise_layer(spec: str | None):
         amount = float(value) if value else 0.3
     except ValueError:
         amount = -1.0
-    if kind not in NOISES or not (0 < amount < 1 or (kind == "gaussian" and amount > 0)):
+    fits = 0 < amount < 1 or (kind == "gaussian" and amount > 0)
+    if kind not in NOISES or not fits:
         raise ValueError(
             f"unknown denoising {spec!r}; allowed: None, 'gaussian:SIGMA' (SIGMA > 0) "
             "or 'masking:RATE' (RATE in (0, 1)), e.g. denoising='gaussian:0.3'."
@@ -191,7 +193,8 @@ def build(
     del num_classes
     code_size = check_size(name, code_size, "code_size")
     widths = check_widths(
-        name, filters if kind == "conv" else hidden_units,
+        name,
+        filters if kind == "conv" else hidden_units,
         "filters" if kind == "conv" else "hidden_units",
     )
     k = knobs(name, kind, input_shape, widths, common)
