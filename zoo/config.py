@@ -18,8 +18,16 @@ from typing import Any
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
 TASKS = ("classification", "regression")
+# Tasks the model's family decides (zoo.registry's card.task), never --task.
+MODEL_TASKS = ("reconstruction", "generation")
 LOSSES = ("crossentropy", "binary_crossentropy", "mse")
 REGRESSION_LOSSES = ("mse", "mae", "huber")
+TASK_LOSSES = {
+    "classification": LOSSES,
+    "regression": REGRESSION_LOSSES,
+    "reconstruction": ("mse", "binary_crossentropy", "mae"),
+    "generation": ("binary_crossentropy",),  # the adversarial game's own
+}
 SCHEDULES = ("constant", "step", "cosine", "plateau")
 PRECISIONS = (None, "mixed_float16", "mixed_bfloat16")
 STRATEGIES = (None, "mirrored", "multi-worker")
@@ -112,7 +120,7 @@ class TrainConfig:
     loss: str | None = option(
         None,
         "crossentropy (default), binary_crossentropy, mse; regression: mse "
-        "(default), mae, huber",
+        "(default), mae, huber; autoencoders: mse (vae: binary_crossentropy), mae",
         "recipe",
         RUN,
     )
@@ -214,8 +222,15 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        card = self.card()
+        if card is not None and card.task in MODEL_TASKS and self.task == TASKS[0]:
+            self.task = card.task  # an autoencoder's or a GAN's run
         if self.loss is None:
-            self.loss = "mse" if self.task == "regression" else "crossentropy"
+            self.loss = {
+                "regression": "mse",
+                "reconstruction": (card and card.loss) or "mse",
+                "generation": "binary_crossentropy",
+            }.get(self.task, "crossentropy")
         if isinstance(self.augment, str):
             self.augment = [a for a in self.augment.split(",") if a]
         if self.weights is not None and self.channels is None:
@@ -224,6 +239,25 @@ class TrainConfig:
     @property
     def regression(self) -> bool:
         return self.task == "regression"
+
+    @property
+    def classification(self) -> bool:
+        return self.task == "classification"
+
+    @property
+    def generative(self) -> bool:
+        """An autoencoder's or a GAN's run: images in, images out."""
+        return self.task in MODEL_TASKS
+
+    def card(self):
+        """The zoo model's registry card; None for a `.keras` file or an unknown
+        name (refused later, with close matches)."""
+        from zoo import registry  # TensorFlow-free
+
+        try:
+            return registry.model_card(self.model)
+        except ValueError:
+            return None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], origin: str = "config") -> TrainConfig:
@@ -256,16 +290,20 @@ class TrainConfig:
     def validate(self) -> None:
         """Check every named choice before anything is loaded or written."""
         for key, value, allowed in [
-            ("task", self.task, TASKS),
+            ("task", self.task, (*TASKS, *MODEL_TASKS)),
             ("optimizer", self.optimizer, OPTIMIZERS),
-            ("loss", self.loss, REGRESSION_LOSSES if self.regression else LOSSES),
+            ("loss", self.loss, TASK_LOSSES.get(self.task, LOSSES)),
             ("schedule", self.schedule, SCHEDULES),
             ("mixed_precision", self.mixed_precision, PRECISIONS),
             ("strategy", self.strategy, STRATEGIES),
         ]:
             if value not in allowed:
                 shown = ", ".join("none" if a is None else a for a in allowed)
-                where = " for regression" if key == "loss" and self.regression else ""
+                where = (
+                    f" for {self.task}"
+                    if key == "loss" and not self.classification
+                    else ""
+                )
                 raise ValueError(f"unknown {key} {value!r}{where}; allowed: {shown}.")
         for key in ("epochs", "batch_size", "checkpoint_every"):
             value = getattr(self, key)
@@ -292,6 +330,7 @@ class TrainConfig:
                 f"label_smoothing must be in [0, 1); received {self.label_smoothing!r}."
             )
         self._validate_schedule()
+        self._validate_task()
         if self.regression and (self.from_logits or self.label_smoothing):
             raise ValueError(
                 "from_logits and label_smoothing apply to classification; "
@@ -325,6 +364,52 @@ class TrainConfig:
             from zoo import files
 
             files.check_export_dir(self.export)
+
+    def _validate_task(self) -> None:
+        """A model task follows the model: an autoencoder or a GAN has no labels to
+        classify, regress, smooth or mix."""
+        card = self.card()
+        own = card.task if card is not None else "classification"
+        if self.task in MODEL_TASKS and own != self.task:
+            raise ValueError(
+                f"task {self.task!r} belongs to the generative families (zoo list); "
+                f"{self.model} is not one. Drop task, or pick e.g. conv_autoencoder."
+            )
+        if own not in MODEL_TASKS:
+            return
+        if self.task != own:
+            raise ValueError(
+                f"{self.model} is a generative model (task {own!r}); task "
+                f"{self.task!r} does not apply. Drop --task."
+            )
+        from data_pipelines.augment import AUGMENTATIONS, parse_augment
+
+        mixing = [
+            name
+            for name, _ in parse_augment(self.augment)
+            if AUGMENTATIONS[name].mixes_labels
+        ]
+        unused = [
+            f"--{k.replace('_', '-')}"
+            for k in ("from_logits", "label_smoothing", "label_column")
+            if getattr(self, k)
+        ]
+        parts = [f"--augment {','.join(mixing)} mixes them"] if mixing else []
+        if unused:
+            verb = "applies" if len(unused) == 1 else "apply"
+            parts.append(f"{', '.join(unused)} {verb} to them")
+        if parts:
+            raise ValueError(
+                f"{self.model} is a generative model (task {own!r}) and uses no "
+                f"labels, but {' and '.join(parts)}. Drop them (image augmentations "
+                "such as flip,rotate:0.05 are fine)."
+            )
+        if own == "generation" and (self.early_stopping or self.schedule == "plateau"):
+            raise ValueError(
+                f"{self.model} reports no val_loss to watch (a GAN's losses are a "
+                "game, not a score), so --early-stopping and --schedule plateau do "
+                "not apply. Drop them; its best model is its last epoch."
+            )
 
     def _validate_schedule(self) -> None:
         if self.schedule == "plateau" and self.warmup_epochs:

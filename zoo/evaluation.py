@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import data_pipelines as dp
 from zoo import plots
-from zoo.config import TrainConfig
+from zoo.config import MODEL_TASKS, TrainConfig
 
 
 def rank(row: dict[str, Any]) -> tuple[float, float]:
@@ -36,11 +36,15 @@ def _labels(ds: tf.data.Dataset) -> np.ndarray:
 
 
 def test_metrics(
-    model: keras.Model, splits: dp.Splits, verbose: int = 0
+    model: keras.Model, splits: dp.Splits, verbose: int = 0, task: str = ""
 ) -> dict[str, float]:
     """The compiled metrics of `model` on the test split, as `test_<name>`; for
-    regression also R^2 (scikit-learn's r2_score)."""
-    values = model.evaluate(splits.test, verbose=verbose, return_dict=True)
+    regression also R^2 (scikit-learn's r2_score). An autoencoder (`task`
+    "reconstruction") is scored on (images, images)."""
+    from zoo.recipe import self_pairs
+
+    test = self_pairs(splits.test) if task == "reconstruction" else splits.test
+    values = model.evaluate(test, verbose=verbose, return_dict=True)
     metrics = {f"test_{k}": float(v) for k, v in values.items()}
     if splits.info.regression:
         from sklearn.metrics import r2_score
@@ -51,11 +55,21 @@ def test_metrics(
 
 
 def evaluate_test(
-    run_dir: Path, best: keras.Model, splits: dp.Splits
+    run_dir: Path, best: keras.Model, splits: dp.Splits, task: str = "classification"
 ) -> dict[str, Any]:
     """Test metrics of best.keras, and the confusion-matrix PNG (regression:
-    predicted vs true values)."""
-    metrics = test_metrics(best, splits)
+    predicted vs true values; generative models: their image grids from test
+    images, and the latent map of 2-D codes)."""
+    metrics = test_metrics(best, splits, task=task)
+    if task in MODEL_TASKS:
+        from zoo import generative
+
+        images = generative.first_images(splits.test, generative.RECONSTRUCTIONS)
+        noise = generative.prior_noise(best, generative.SAMPLE_GRID**2)
+        generative.write_figures(best, images, noise, run_dir)
+        names = splits.info.class_names
+        generative.latent_map(best, splits.test, names, run_dir / "latent_map.png")
+        return metrics
     y_pred = best.predict(splits.test, verbose=0)
     y_pred = y_pred[0] if isinstance(y_pred, list) else y_pred
     y_true = _labels(splits.test)
@@ -103,9 +117,17 @@ def best_key(rows: list[dict[str, Any]], i: int) -> tuple:
 
 
 def headline(metrics: dict[str, Any]) -> str:
-    """The summary of test metrics a person reads: accuracy, or MAE/RMSE/R^2."""
+    """The summary of test metrics a person reads: accuracy, MAE/RMSE/R^2, an
+    autoencoder's pixel MSE, or a GAN's discriminator outputs."""
     if "test_accuracy" in metrics:
         return f"test accuracy {metrics['test_accuracy']:.4f}"
+    if "test_mse" in metrics:
+        return f"test reconstruction MSE {metrics['test_mse']:.4g}"
+    if "test_d_real" in metrics:
+        return (
+            f"test D(x) {metrics['test_d_real']:.3f}, D(G(z)) "
+            f"{metrics['test_d_fake']:.3f}"
+        )
     return (
         f"test MAE {metrics['test_mae']:.4g}, RMSE {metrics['test_rmse']:.4g}, "
         f"R^2 {metrics['test_r2']:.3f}"

@@ -106,7 +106,7 @@ def make_loss(config: TrainConfig, one_hot: bool) -> keras.losses.Loss:
 
 def needs_one_hot(config: TrainConfig, info: dp.DatasetInfo) -> bool:
     """Whether the loss needs one-hot labels (label smoothing, BCE, MSE)."""
-    if info.regression:
+    if not config.classification:
         return False
     return (
         info.label_mode == "onehot"
@@ -116,7 +116,13 @@ def needs_one_hot(config: TrainConfig, info: dp.DatasetInfo) -> bool:
 
 
 def compile_metrics(config: TrainConfig) -> list:
-    """Accuracy for classifiers; MAE and RMSE (in the target's units) for regression."""
+    """Accuracy for classifiers; MAE and RMSE (in the target's units) for regression;
+    the pixels' MSE for autoencoders (their loss may be BCE, or hold a KL term);
+    none for GANs, whose steps report their own."""
+    if config.task == "reconstruction":
+        return [keras.metrics.MeanSquaredError(name="mse")]
+    if config.task == "generation":
+        return []
     if config.regression:
         return [
             keras.metrics.MeanAbsoluteError(name="mae"),
@@ -137,11 +143,13 @@ def compile_model(
     model: keras.Model, config: TrainConfig, info: dp.DatasetInfo
 ) -> keras.Model:
     """Compile `model` with the config's optimizer (its schedule sized to the
-    training split), loss and metrics."""
+    training split), loss and metrics. A GAN's steps compute their own losses
+    (its compile makes the second player's optimizer from this one)."""
     steps = math.ceil(info.sizes["train"] / config.batch_size)
+    game = config.task == "generation"
     model.compile(
         optimizer=make_optimizer(config, steps),
-        loss=make_loss(config, needs_one_hot(config, info)),
+        loss=None if game else make_loss(config, needs_one_hot(config, info)),
         metrics=compile_metrics(config),
         jit_compile=config.jit_compile,
     )
@@ -154,7 +162,7 @@ def callbacks(config: TrainConfig) -> list[keras.callbacks.Callback]:
     if config.early_stopping:
         found.append(
             keras.callbacks.EarlyStopping(
-                "val_loss" if config.regression else "val_accuracy",
+                "val_accuracy" if config.classification else "val_loss",
                 patience=config.early_stopping,
                 restore_best_weights=True,
             )
@@ -202,7 +210,10 @@ def with_policy(model: keras.Model, config: TrainConfig) -> keras.Model:
 
 
 def load_data(config: TrainConfig) -> dp.Splits:
-    """The run's splits; labels become one-hot when the loss needs them."""
+    """The run's splits; labels become one-hot when the loss needs them. An
+    autoencoder's training and validation examples are (images, images); its test
+    split keeps the labels, which colour its latent map (evaluation pairs the
+    images itself)."""
     splits = dp.load(
         config.dataset,
         image_size=config.image_size,
@@ -227,7 +238,19 @@ def load_data(config: TrainConfig) -> dp.Splits:
         splits = dp.Splits(
             encode(splits.train), encode(splits.val), encode(splits.test), splits.info
         )
+    if config.task == "reconstruction":
+        splits = dp.Splits(
+            self_pairs(splits.train),
+            None if splits.val is None else self_pairs(splits.val),
+            splits.test,
+            splits.info,
+        )
     return splits
+
+
+def self_pairs(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """(images, labels) -> (images, images): an autoencoder's examples."""
+    return ds.map(lambda x, y: (x, x), tf.data.AUTOTUNE)
 
 
 def prepare(config: TrainConfig) -> dp.Splits:

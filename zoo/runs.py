@@ -540,6 +540,14 @@ def _fit_phases(
             else temporary.enter_context(tempfile.TemporaryDirectory())
         )
         watch.append(keras.callbacks.TensorBoard(str(board)))
+        if run.writer and run.config.generative:
+            from zoo import generative
+
+            images = generative.first_images(
+                splits.val if splits.val is not None else splits.train,
+                generative.RECONSTRUCTIONS,
+            )
+            watch.append(generative.Figures(run.path, images))
         replayed = False
         for phase in phases:
             if phase.prepare is not None:
@@ -673,7 +681,7 @@ def execute(
             return TrainResult(run.path, metrics, recorder.history(), model)
         best = zoo.load_model(run.file(BEST_MODEL))
         metrics = {
-            **evaluation.evaluate_test(run.path, best, splits),
+            **evaluation.evaluate_test(run.path, best, splits, config.task),
             "params": int(best.count_params()),
             **evaluation.epoch_metrics(recorder.rows, trainable),
         }

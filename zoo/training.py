@@ -67,12 +67,13 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
         )
         if getattr(config, k) is not None
     }
+    if card.task == "classification":  # autoencoders and GANs have no such head
+        knobs["classifier_activation"] = recipe.classifier_activation(config)
     try:
         model = zoo.build(
             config.model,
             input_shape=info.input_shape,
             num_classes=info.num_classes,
-            classifier_activation=recipe.classifier_activation(config),
             **knobs,
             **config.model_args,
             **({"weights": config.weights} if config.weights else {}),
@@ -192,7 +193,7 @@ def evaluate(
             f"image_size={config.image_size}, channels={config.channels}."
         )
     return {
-        **test_metrics(model, splits, verbose),
+        **test_metrics(model, splits, verbose, config.task),
         "test_size": splits.info.sizes["test"],
         "dataset": config.dataset,
     }
