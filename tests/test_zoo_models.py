@@ -14,6 +14,8 @@ import zoo
 from zoo import blocks
 
 MODELS = zoo.list_models()
+CLASSIFIERS = [n for n in MODELS if zoo.model_card(n).task == "classification"]
+GENERATIVE = [n for n in MODELS if n not in CLASSIFIERS]
 # Trainable parameters at the reference configuration, from the papers/torchvision/
 # keras.applications (independent of the registry's cards on purpose).
 EXPECTED_PARAMS = {
@@ -35,6 +37,31 @@ EXPECTED_PARAMS = {
     "resnet56": 853_018,
     "resnet110": 1_727_962,
     "mlp": 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10,
+    # 28x28x1, code 16. Dense: 784-256-128-16 and back; conv: 3x3 stride-2 convs
+    # of 32 and 64 (7x7x64 = 3136 features), a 16-unit code, Dense back to 3136,
+    # transposed convs of 64 and 32, a 3x3 conv to one channel. The VAE has two
+    # 16-unit heads (mean, log-variance).
+    "autoencoder": 2 * (784 * 256 + 256 * 128 + 128 * 16)
+    + 256
+    + 128
+    + 16
+    + 128
+    + 256
+    + 784,
+    "conv_autoencoder": 320
+    + 18_496
+    + (3136 * 16 + 16)
+    + (16 * 3136 + 3136)
+    + 36_928
+    + 18_464
+    + 289,
+    "vae": 320
+    + 18_496
+    + 2 * (3136 * 16 + 16)
+    + (16 * 3136 + 3136)
+    + 36_928
+    + 18_464
+    + 289,
 }
 SLOW = {"resnet101", "resnet152", "resnet110", "vgg19", "vgg13"}
 # Trainable parameters of every variant other than a family's default: torchvision's
@@ -61,6 +88,8 @@ VARIANT_CASES = [(n, v) for n in MODELS for v in variants(n)[1:]]
 
 
 def small_shape(name):
+    if name in GENERATIVE:  # gray images whose sides halve twice
+        return (8, 8, 1)
     side = max(zoo.model_card(name).min_input, 8)
     return (side, side, 3)
 
@@ -124,7 +153,7 @@ def test_a_variant_the_family_does_not_have_is_refused(name):
         zoo.build(name, input_shape=small_shape(name), variant="v9")
 
 
-@pytest.mark.parametrize("name", params(MODELS))
+@pytest.mark.parametrize("name", params(CLASSIFIERS))
 def test_builds_small_trains_and_round_trips(name, tmp_path):
     shape = small_shape(name)
     model = zoo.build(name, input_shape=shape, num_classes=7, dropout=0.0)
@@ -162,7 +191,30 @@ def test_builds_small_trains_and_round_trips(name, tmp_path):
     np.testing.assert_array_equal(model(x, training=False), again(x, training=False))
 
 
-@pytest.mark.parametrize("name", params(MODELS))
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_generative_builds_small_trains_and_round_trips(name, tmp_path):
+    shape = small_shape(name)
+    model = zoo.build(name, input_shape=shape)
+    task = zoo.model_card(name).task
+    x = np.random.default_rng(0).random((8, *shape), dtype=np.float32)
+    if task == "reconstruction":
+        assert model.output.shape == (None, *shape)
+    # One step of its own training (a GAN's alternating updates) moves every weight.
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=None if task == "generation" else "mse",
+    )
+    before = [np.array(w) for w in model.trainable_weights]
+    model.train_on_batch(x, x)
+    after = model.trainable_weights
+    assert all(not np.array_equal(a, w) for a, w in zip(before, after, strict=True))
+    path = tmp_path / f"{name}.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model(x, training=False), again(x, training=False))
+
+
+@pytest.mark.parametrize("name", params(CLASSIFIERS))
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_headless_pooled_features_are_2d(name, pooling):
     model = zoo.build(
@@ -253,7 +305,7 @@ def test_googlenet_aux_heads_are_extra_outputs():
 
 
 KNOB_MODELS = sorted(
-    {zoo.model_card(n).family: n for n in reversed(MODELS)}.values()
+    {zoo.model_card(n).family: n for n in reversed(CLASSIFIERS)}.values()
 ) + ["resnet20", "resnet50"]  # one per family, and each ResNet block kind
 
 
@@ -416,3 +468,32 @@ def test_vgg_batch_norm_option():
     model = zoo.build("vgg11", input_shape=(32, 32, 3), batch_norm=True)
     bns = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
     assert len(bns) == 8 + 2  # one per conv and per hidden fc
+
+
+@pytest.mark.parametrize("name", ["conv_autoencoder", "vae"])
+def test_knobs_reach_the_encoder_and_decoder(name):
+    model = zoo.build(
+        name,
+        input_shape=(8, 8, 1),
+        activation="gelu",
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer="l2:1e-3",
+        batch_norm=True,
+    )
+    layers = [la for la in model._flatten_layers() if la is not model]
+    weighted = [la for la in layers if hasattr(la, "kernel_initializer")]
+    assert len(weighted) == (7 if name == "conv_autoencoder" else 8)
+    assert all(
+        isinstance(la.kernel_initializer, keras.initializers.GlorotUniform)
+        and isinstance(la.kernel_regularizer, keras.regularizers.L2)
+        for la in weighted
+    )
+    acts = [
+        la.get_config()["activation"]
+        for la in layers
+        if type(la).__name__ == "Activation"
+    ]
+    # every hidden layer: two convs, the decoder's Dense, two transposed convs
+    assert acts == ["gelu"] * 5
+    norms = [la for la in layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert len(norms) == 5
