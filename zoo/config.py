@@ -25,7 +25,7 @@ REGRESSION_LOSSES = ("mse", "mae", "huber")
 TASK_LOSSES = {
     "classification": LOSSES,
     "regression": REGRESSION_LOSSES,
-    "reconstruction": ("mse", "binary_crossentropy", "mae"),
+    "reconstruction": ("binary_crossentropy", "mse", "mae"),
     "generation": ("binary_crossentropy",),  # the adversarial game's own
 }
 SCHEDULES = ("constant", "step", "cosine", "plateau")
@@ -120,7 +120,7 @@ class TrainConfig:
     loss: str | None = option(
         None,
         "crossentropy (default), binary_crossentropy, mse; regression: mse "
-        "(default), mae, huber; autoencoders: mse (vae: binary_crossentropy), mae",
+        "(default), mae, huber; autoencoders: binary_crossentropy (default), mse, mae",
         "recipe",
         RUN,
     )
@@ -228,7 +228,11 @@ class TrainConfig:
         if self.loss is None:
             self.loss = {
                 "regression": "mse",
-                "reconstruction": (card and card.loss) or "mse",
+                # Pixels in [0, 1] against a sigmoid: cross-entropy keeps its
+                # gradient where MSE's vanishes (conv autoencoders trained with
+                # MSE on MNIST collapsed to a constant image here), and the
+                # VAE's ELBO is written for it.
+                "reconstruction": "binary_crossentropy",
                 "generation": "binary_crossentropy",
             }.get(self.task, "crossentropy")
         if isinstance(self.augment, str):

@@ -31,9 +31,6 @@ class ModelCard:
     # "reconstruction" (an autoencoder's images) or "generation" (a GAN); the run,
     # its evaluation, its figures and its export follow it.
     task: str = "classification"
-    # The loss a run trains the model with unless --loss says otherwise (None: the
-    # task's, cross-entropy or MSE): the VAE's ELBO needs binary cross-entropy.
-    loss: str | None = None
 
     @property
     def module(self) -> str:
@@ -68,7 +65,6 @@ def register(
     min_input: int,
     reference_classes: int = 1000,
     task: str = "classification",
-    loss: str | None = None,
     **config: Any,
 ) -> ModelCard:
     """Register a model: a family (module `zoo.models.<family>`) plus variant data."""
@@ -84,7 +80,6 @@ def register(
         min_input=min_input,
         config=dict(config),
         task=task,
-        loss=loss,
     )
     _MODELS[name] = card
     return card
@@ -187,7 +182,6 @@ register(
     "vae",
     "vae",
     task="reconstruction",
-    loss="binary_crossentropy",
     reference_input=(28, 28, 1),
     reference_classes=10,
     reference_params=228_193,
