@@ -36,7 +36,12 @@ def same(a, b):
 
 # --- where from_pretrained cuts ------------------------------------------------------
 
-CUT_AT = {"resnet": "avg_pool", "inception": "avg_pool", "mlp": "dense2_act"}
+CUT_AT = {
+    "resnet": "avg_pool",
+    "inception": "avg_pool",
+    "mlp": "dense2_act",
+    "recurrent": "recurrent1",
+}
 
 
 FAMILY_FIRSTS = {
@@ -47,6 +52,7 @@ FAMILY_FIRSTS = {
     "googlenet",
     "resnet18",
     "resnet20",
+    "lstm",
 }
 
 

@@ -37,6 +37,11 @@ EXPECTED_PARAMS = {
     "resnet56": 853_018,
     "resnet110": 1_727_962,
     "mlp": 64 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10,
+    # 28 steps of 28 pixels, 128 units: per gate 128 x (28 + 128) weights and a
+    # bias (Keras' GRU, reset_after as cuDNN's, has two), then 128 x 10 + 10
+    "rnn": 128 * (28 + 128) + 128 + 1290,
+    "lstm": 4 * (128 * (28 + 128) + 128) + 1290,
+    "gru": 3 * (128 * (28 + 128) + 2 * 128) + 1290,
     # 28x28x1, code 16. Dense: 784-256-128-16 and back; conv: 3x3 stride-2 convs
     # of 32 and 64 (7x7x64 = 3136 features), a 16-unit code, Dense back to 3136,
     # transposed convs of 64 and 32, a 3x3 conv to one channel. The VAE has two
@@ -323,7 +328,7 @@ def test_knobs_reach_every_layer(name):
     weighted = [
         la
         for la in model.layers
-        if isinstance(la, keras.layers.Conv2D | keras.layers.Dense)
+        if isinstance(la, keras.layers.Conv2D | keras.layers.Dense | keras.layers.RNN)
     ]
     assert all(
         isinstance(la.kernel_initializer, keras.initializers.GlorotUniform)
@@ -337,15 +342,19 @@ def test_knobs_reach_every_layer(name):
     acts = {
         la.get_config()["activation"]
         for la in model.layers
-        if isinstance(la, keras.layers.Activation)
+        if isinstance(la, keras.layers.Activation | keras.layers.RNN)
     }
     assert acts == {"gelu"}
     hidden = [la for la in weighted if la.name != "predictions"]
-    for layer in hidden:  # batch norm after every conv and hidden Dense, no bias
+    for layer in hidden:  # batch norm after every conv, hidden Dense and RNN layer
         bn = model.get_layer(f"{layer.name}_bn")
-        assert isinstance(bn, keras.layers.BatchNormalization) and not layer.use_bias
-    # dropout at every hidden Dense layer; once before the classifier without them
-    dense = [la for la in hidden if isinstance(la, keras.layers.Dense)]
+        assert isinstance(bn, keras.layers.BatchNormalization)
+        # no bias before it, except inside a recurrent cell's nonlinearity
+        assert isinstance(layer, keras.layers.RNN) or not layer.use_bias
+    # dropout after every hidden Dense or RNN layer; once before the classifier if none
+    dense = [
+        la for la in hidden if isinstance(la, keras.layers.Dense | keras.layers.RNN)
+    ]
     rates = [la.rate for la in model.layers if isinstance(la, keras.layers.Dropout)]
     assert rates == [0.25] * max(len(dense), 1)
 

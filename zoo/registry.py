@@ -31,6 +31,11 @@ class ModelCard:
     # "reconstruction" (an autoencoder's images) or "generation" (a GAN); the run,
     # its evaluation, its figures and its export follow it.
     task: str = "classification"
+    # The inputs the builder takes: "images" (height, width, channels) of at least
+    # min_input, or "any" shape of positive ints, which the family reads its own
+    # way (mlp flattens it; the recurrent family reads it as a sequence), so also
+    # the rows (n,) of tabular data.
+    inputs: str = "images"
 
     @property
     def module(self) -> str:
@@ -53,6 +58,9 @@ _PAPERS = {
     "autoencoder": "Hinton & Salakhutdinov 2006, Reducing the dimensionality of "
     "data with neural networks; denoising: Vincent et al. 2008",
     "vae": "Kingma & Welling 2014, Auto-encoding variational Bayes",
+    "recurrent": "Elman 1990, Finding structure in time (simple RNN); Hochreiter & "
+    "Schmidhuber 1997, Long short-term memory (LSTM); Cho et al. 2014, Learning "
+    "phrase representations using RNN encoder-decoder (GRU)",
 }
 
 
@@ -65,6 +73,7 @@ def register(
     min_input: int,
     reference_classes: int = 1000,
     task: str = "classification",
+    inputs: str = "images",
     **config: Any,
 ) -> ModelCard:
     """Register a model: a family (module `zoo.models.<family>`) plus variant data."""
@@ -80,6 +89,7 @@ def register(
         min_input=min_input,
         config=dict(config),
         task=task,
+        inputs=inputs,
     )
     _MODELS[name] = card
     return card
@@ -93,6 +103,7 @@ register(
     reference_classes=10,
     reference_params=50_826,
     min_input=1,
+    inputs="any",
 )
 register(
     "lenet5",
@@ -163,6 +174,19 @@ for _depth, _params in [
         block="cifar",
         stages=((_depth - 2) // 6,) * 3,
     )
+# Sequence classifiers reading an image row by row (MNIST: 28 steps of 28 pixels)
+# or a table row value by value; 128 units, one layer.
+for _name, _params in [("rnn", 21_386), ("lstm", 81_674), ("gru", 61_962)]:
+    register(
+        _name,
+        "recurrent",
+        reference_input=(28, 28, 1),
+        reference_classes=10,
+        reference_params=_params,
+        min_input=1,
+        inputs="any",
+        cell=_name,
+    )
 # The lectures' generative families (reference: MNIST, 28x28x1).
 for _name, _kind, _params in [
     ("autoencoder", "dense", 472_608),
@@ -219,11 +243,11 @@ def _check_input_shape(card: ModelCard, input_shape: Any) -> tuple[int, ...]:
         raise ValueError(
             f"input_shape must be a tuple of positive ints; received {input_shape!r}."
         ) from None
-    if card.family == "mlp":
+    if card.inputs == "any":
         if not shape or min(shape) < 1:
             raise ValueError(
-                f"mlp needs input_shape of positive ints, e.g. (64,) or (8, 8, 1); "
-                f"received input_shape={input_shape!r}."
+                f"{card.name} needs input_shape of positive ints, e.g. (64,) or "
+                f"(8, 8, 1); received input_shape={input_shape!r}."
             )
         return shape
     if len(shape) != 3 or min(shape) < 1:
@@ -252,8 +276,9 @@ def build(
 
     Args:
         name: a name from `list_models()`.
-        input_shape: (height, width, channels) for image models, any shape for `mlp`;
-            defaults to the card's reference input.
+        input_shape: (height, width, channels) for image models, any shape for
+            those whose card says `inputs="any"` (mlp, rnn, lstm, gru); defaults
+            to the card's reference input.
         num_classes: output classes; defaults to the card's reference classes.
         **kwargs: the uniform builder arguments (`include_top`, `pooling`,
             `classifier_activation`, `activation`, `kernel_initializer`,

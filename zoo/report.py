@@ -1,12 +1,13 @@
 """`describe(model)`: one row per layer with shape, parameters, FLOPs, receptive field.
 
 Keras' `model.summary()` has no FLOPs or receptive field, so both are computed here
-from the functional graph. FLOPs count multiply-adds x 2 of convolutions and Dense
-layers (the convention of the papers and of fvcore/ptflops); pooling, activations and
-batch norm count 0. The receptive field follows the textbook recurrence
-`rf += (k - 1) * jump; jump *= stride` per spatial axis; layers that merge branches take
-the largest input field; after Flatten, global pooling or Dense it is the whole input
-(reported as <NA>).
+from the functional graph. FLOPs count multiply-adds x 2 of convolutions, Dense
+layers and the input and recurrent matrix products of recurrent layers at every step
+(the convention of the papers and of fvcore/ptflops); pooling, activations, gates'
+elementwise products and batch norm count 0. The receptive field follows the
+textbook recurrence `rf += (k - 1) * jump; jump *= stride` per spatial axis; layers
+that merge branches take the largest input field; after Flatten, global pooling or
+Dense it is the whole input (reported as <NA>).
 """
 
 from __future__ import annotations
@@ -61,6 +62,14 @@ def _sees_everything(layer) -> bool:
 
 
 def _flops(layer, in_shape, out_shape) -> int:
+    if isinstance(layer, layers.Bidirectional):
+        return sum(
+            _flops(direction, in_shape, out_shape)
+            for direction in (layer.forward_layer, layer.backward_layer)
+        )
+    if isinstance(layer, layers.RNN):  # SimpleRNN, LSTM, GRU: per step x @ W, h @ U
+        cell = layer.cell
+        return 2 * in_shape[1] * _count([cell.kernel, cell.recurrent_kernel])
     if isinstance(layer, layers.DepthwiseConv2D):
         kh, kw = _pair(layer.kernel_size)
         return 2 * math.prod(out_shape[1:]) * kh * kw
