@@ -618,7 +618,7 @@ def test_predict_bad_inputs(exported, tmp_path, capsys):
         r"returns 1\.\.3 classes",
     ):
         export.predict(exported, [corrupt], top_k=4)
-    with pytest.raises(ValueError, match=r"no SavedModel at '.*nowhere'"):
+    with pytest.raises(ValueError, match=r"no export at '.*nowhere'"):
         export.predict(tmp_path / "nowhere", [corrupt])
     assert cli.main(["predict", str(exported), str(corrupt)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -143,9 +143,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     load_tensorflow()
     from zoo import export
 
-    path = export.export_saved_model(
+    path = export.export(
         args.source,
         args.out,
+        format=args.format,
         version=args.version,
         raw_image_input=not args.float_input,
         top_k=args.top_k,
@@ -155,7 +156,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         freeze_filters="auto" if args.freeze_filters else False,
         tolerance=args.tolerance,
     )
-    print(f"exported and verified: {path}")
+    print(f"exported and verified ({args.format}, {args.precision}): {path}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -187,11 +188,33 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_serve_bench(args: argparse.Namespace) -> None:
+    formats = args.formats.split(",") if args.formats else None
     load_tensorflow()
     from zoo import export
 
-    table = export.serve_bench(args.path, args.batch_sizes, repeats=args.repeats)
+    table = export.serve_bench(
+        args.path, args.batch_sizes, repeats=args.repeats, formats=formats
+    )
     print(table.to_string(index=False))
+    read = table.drop_duplicates("format")
+    print(
+        "read: "
+        + ", ".join(
+            f"{r.format} version {r.version} ({r.precision})" for r in read.itertuples()
+        )
+        + f"; median of {args.repeats} interleaved calls per format"
+    )
+    for batch_size, rows in table.groupby("batch_size", sort=False):
+        best = rows[rows.fastest].iloc[0]
+        others = ", ".join(
+            f"{r.format} {r.median_ms:.3g} ms"
+            for r in rows.itertuples()
+            if not r.fastest
+        )
+        print(
+            f"fastest at batch {batch_size}: {best.format} ({best.median_ms:.3g} ms"
+            + (f"; {others})" if others else ")")
+        )
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -567,11 +590,18 @@ def _add_finetune_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export_flags(p: argparse.ArgumentParser) -> None:
-    """`zoo export`: each flag is an argument of `export.export_saved_model`."""
+    """`zoo export`: each flag is an argument of `export.export`."""
     p.add_argument(
         "source", help="run directory (best.keras/last.keras) or .keras file"
     )
     p.add_argument("--out", required=True, help="base dir; writes OUT/<version>/")
+    p.add_argument(
+        "--format",
+        default="savedmodel",
+        help="savedmodel (TF Serving; default), onnx (ONNX Runtime, Triton: also "
+        "writes OUT/config.pbtxt; needs the [onnx] extra) or openvino (OpenVINO IR; "
+        "needs the [openvino] extra)",
+    )
     p.add_argument(
         "--version",
         type=int,
@@ -587,7 +617,8 @@ def _add_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default="float32",
-        help="float32 | float16 | bfloat16 computations (GPU)",
+        help="float32 | float16 | bfloat16 computations (savedmodel: all; onnx: "
+        "float32, float16; openvino: all, as its runtime's precision hint)",
     )
     p.add_argument(
         "--jit-compile",
@@ -687,14 +718,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("export", help="verified SavedModel for TF Serving (+ .keras)")
+    p = sub.add_parser(
+        "export",
+        help="verified SavedModel, ONNX or OpenVINO export for serving (+ .keras)",
+    )
     _add_export_flags(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
-        "predict", help="top-k table for image files, or CSV rows (SavedModel)"
+        "predict", help="top-k table for image files, or CSV rows (any format)"
     )
-    p.add_argument("path", help="export base dir (latest version) or version dir")
+    p.add_argument(
+        "path",
+        help="export base dir (its latest version, of any format) or version dir",
+    )
     p.add_argument(
         "images",
         nargs="+",
@@ -707,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=int,
         default=64,
-        help="images or rows per call of the SavedModel (default 64)",
+        help="images or rows per call of the export (default 64)",
     )
     p.add_argument(
         "--out",
@@ -717,15 +754,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("serve-bench", help="SavedModel latency/throughput by batch")
-    p.add_argument("path", help="export base dir (latest version) or version dir")
+    p = sub.add_parser(
+        "serve-bench",
+        help="latency/throughput by batch size of each format, side by side",
+    )
+    p.add_argument(
+        "path",
+        help="export base dir (latest version of each format), version dir, or a "
+        "run directory / .keras file (exported to a temporary dir first)",
+    )
+    p.add_argument(
+        "--formats",
+        default=None,
+        help="comma-separated, e.g. savedmodel,onnx,openvino (default: the formats "
+        "the base holds; all three for a run)",
+    )
     p.add_argument(
         "--batch-sizes",
         type=parse_batch_sizes,
         default=(1, 8, 64),
         help="comma-separated, e.g. 1,8,64",
     )
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument(
+        "--repeats", type=int, default=20, help="timed calls per batch size and format"
+    )
     p.set_defaults(func=cmd_serve_bench)
 
     p = sub.add_parser("tune", help="KerasTuner search over a family's space")

@@ -1,19 +1,21 @@
-"""The client side of an export: image files or table rows in, predictions and
-latencies out."""
+"""The client side of an export in any format: image files or table rows in,
+predictions and latencies out, each format run by its own runtime."""
 
 from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from zoo.export import layout
 from zoo.export.layout import (
     DATASET_FILE,
     REGRESSION_OUTPUT,
@@ -107,17 +109,65 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def load_serving(version_dir: Path):
-    """The loaded SavedModel and its `serving_default` function; a damaged
-    export (saved_model.pb, variables/) is refused in one line naming it."""
+def load_serving(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
+    """The serving call of a version in its format's runtime: a raw input batch
+    -> {output name: array}; a damaged export (saved_model.pb, variables/,
+    model.onnx, model.xml/.bin) is refused in one line naming it."""
+    fmt = layout.version_format(version_dir)
+    layout.require_modules(fmt, "serve")
     try:
-        loaded = tf.saved_model.load(str(version_dir))
-        return loaded, loaded.signatures["serving_default"]
-    except Exception as err:  # protobuf, TensorFlow OpErrors, KeyError
+        return _RUNTIMES[fmt](version_dir, meta)
+    except Exception as err:  # protobuf, TensorFlow OpErrors, runtime errors
         raise ValueError(
-            f"cannot load the SavedModel in '{version_dir}': {brief(err)}. The "
-            "export is damaged or incomplete; export the model again."
+            f"cannot load the {layout.FORMAT_NAMES[fmt]} in '{version_dir}': "
+            f"{brief(err)}. The export is damaged or incomplete; export the model "
+            "again."
         ) from None
+
+
+def _saved_model(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
+    loaded = tf.saved_model.load(str(version_dir))
+    serve = loaded.signatures["serving_default"]
+
+    def run(images):
+        return {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
+
+    run.loaded = loaded  # the signature's variables live as long as the object
+    return run
+
+
+def _onnx(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
+    import onnxruntime as ort
+
+    # GPU execution providers (TensorRT, CUDA) first where installed.
+    session = ort.InferenceSession(
+        str(version_dir / layout.MODEL_FILES["onnx"]),
+        providers=ort.get_available_providers(),
+    )
+    names = [o.name for o in session.get_outputs()]
+    return lambda images: dict(
+        zip(names, session.run(None, {layout.INPUT_NAME: images}), strict=True)
+    )
+
+
+def _openvino(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
+    import openvino as ov
+
+    hint = meta.get("inference_precision_hint", "f32")
+    compiled = ov.Core().compile_model(
+        str(version_dir / layout.MODEL_FILES["openvino"]),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": hint},
+    )
+
+    def run(images):
+        result = compiled(images)
+        return {o.get_any_name(): result[o] for o in compiled.outputs}
+
+    return run
+
+
+_RUNTIMES = {"savedmodel": _saved_model, "onnx": _onnx, "openvino": _openvino}
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -204,11 +254,11 @@ def predict(
             "classes. Pass a top_k in that range, or re-export with a larger --top-k "
             "for more."
         )
-    loaded, serve = load_serving(version_dir)
+    serve = load_serving(version_dir, meta)
     tables = []
     for chunk in _batches(list(inputs), batch_size):
         images = load_images(chunk, meta["input_shape"])
-        outputs = serve(images=tf.constant(images))
+        outputs = serve(images)
         tables.append(
             _value_rows(outputs, meta, "image", chunk)
             if regression
@@ -219,8 +269,8 @@ def predict(
 
 def _ranked_rows(outputs, meta: dict, image_paths: Sequence, top_k: int):
     """One row per image and rank: image, rank, class_id, class_name, score."""
-    class_ids = outputs["class_ids"].numpy()
-    scores = outputs["scores"].numpy()
+    class_ids = outputs["class_ids"]
+    scores = outputs["scores"]
     rows = [
         {
             "image": str(image_path),
@@ -238,7 +288,7 @@ def _ranked_rows(outputs, meta: dict, image_paths: Sequence, top_k: int):
 def _value_rows(outputs, meta: dict, key: str | None, keys: Sequence):
     """A regressor's predictions, named after its target, after a `key`
     column (the image files) unless `key` is None."""
-    values = outputs[REGRESSION_OUTPUT].numpy()
+    values = outputs[REGRESSION_OUTPUT]
     names = [meta.get("target_name") or "prediction"] + [
         f"prediction_{j}" for j in range(1, values.shape[1])
     ]
@@ -289,14 +339,14 @@ def predict_table(
     name = "the rows" if isinstance(rows, pd.DataFrame) else f"'{rows}'"
     frame = rows if isinstance(rows, pd.DataFrame) else _read_csv(rows)
     encoded = dp.encode_table(_checked_rows(frame, info.tabular, name), info)
-    loaded, serve = load_serving(version_dir)
+    serve = load_serving(version_dir, meta)
     tables = []
     for chunk in _batches(encoded, batch_size):
-        outputs = serve(images=tf.constant(chunk))
+        outputs = serve(np.asarray(chunk, np.float32))
         if meta.get("task") == "regression":
             tables.append(_value_rows(outputs, meta, None, chunk))
             continue
-        probabilities = outputs["probabilities"].numpy()
+        probabilities = outputs["probabilities"]
         table = pd.DataFrame(
             probabilities,
             columns=[f"probability_{c}" for c in meta["class_names"]],
@@ -364,45 +414,95 @@ def serve_bench(
     batch_sizes: Sequence[int] = (1, 8, 64),
     *,
     repeats: int = 20,
+    formats: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Latency and throughput of `serving_default`, loaded as TF Serving would.
+    """Latency and throughput of exports side by side, each in its own runtime.
+
+    Every format is timed in the same loop, one call each in turn (interleaved,
+    so load from other processes hits them alike), after 3 warm-up calls; the
+    figures are medians.
 
     Args:
-        path: A version directory, or a base directory (its latest version).
+        path: An export base directory (the latest version of each format),
+            a version directory, or what `zoo export` takes (a run directory or
+            a .keras file), which is then exported in each format to a
+            temporary directory first (verified, removed afterwards).
         batch_sizes: Batch sizes to time, each >= 1.
-        repeats: Timed calls per batch size (after 3 warm-up calls).
+        repeats: Timed calls per batch size and format.
+        formats: Formats to time; default every format a base holds, all three
+            for a run.
 
     Returns:
-        A DataFrame with columns batch_size, median_ms, images_per_s.
+        A DataFrame with columns format, version, precision, batch_size,
+        median_ms, images_per_s and fastest (the fastest format at that batch
+        size).
 
     Raises:
-        ValueError: If a batch size or `repeats` is below 1.
+        ValueError: If a batch size or `repeats` is below 1, a format is unknown,
+            its runtime is missing, or the base holds no version of it.
     """
     if min(batch_sizes, default=0) < 1 or repeats < 1:
         raise ValueError(
             f"batch sizes and repeats must be >= 1; received batch_sizes="
             f"{list(batch_sizes)}, repeats={repeats}. Example: --batch-sizes 1,8,64."
         )
-    version_dir = resolve_version_dir(path)
-    meta = read_meta(version_dir)
-    loaded, serve = load_serving(version_dir)
+    for fmt in formats or ():
+        layout.check_format(fmt)
+    path = Path(path)
+    if layout.version_format(path) is None and not layout.list_versions(path):
+        with tempfile.TemporaryDirectory(prefix="zoo-serve-bench-") as work:
+            from zoo.export.exporter import export
+
+            for fmt in formats or layout.FORMATS:
+                export(path, Path(work) / "bench", format=fmt)
+            return serve_bench(
+                Path(work) / "bench", batch_sizes, repeats=repeats, formats=formats
+            )
+    versions = _bench_versions(path, formats)
+    metas = {fmt: read_meta(v) for fmt, v in versions.items()}
+    serves = {fmt: load_serving(v, metas[fmt]) for fmt, v in versions.items()}
+    meta = next(iter(metas.values()))
     spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
     rows = []
     for batch_size in batch_sizes:
-        images = tf.constant(random_samples(spec, batch_size))
+        images = random_samples(spec, batch_size)
         for _ in range(3):
-            serve(images=images)
-        times = []
+            for serve in serves.values():
+                serve(images)
+        times = {fmt: [] for fmt in serves}
         for _ in range(repeats):
-            start = time.perf_counter()
-            serve(images=images)[meta["outputs"][0]].numpy()
-            times.append(time.perf_counter() - start)
-        median = statistics.median(times)
-        rows.append(
+            for fmt, serve in serves.items():
+                start = time.perf_counter()
+                serve(images)
+                times[fmt].append(time.perf_counter() - start)
+        medians = {fmt: statistics.median(t) for fmt, t in times.items()}
+        fastest = min(medians, key=medians.get)
+        rows += [
             {
+                "format": fmt,
+                "version": int(versions[fmt].name),
+                "precision": metas[fmt]["precision"],
                 "batch_size": batch_size,
                 "median_ms": round(median * 1e3, 3),
                 "images_per_s": round(batch_size / median, 1),
+                "fastest": fmt == fastest,
             }
-        )
+            for fmt, median in medians.items()
+        ]
     return pd.DataFrame(rows)
+
+
+def _bench_versions(path: Path, formats: Sequence[str] | None) -> dict[str, Path]:
+    """{format: the version directory timed}: `path` itself if it is a version,
+    else the latest version of each format of the base."""
+    own = layout.version_format(path)
+    if own is not None:
+        if formats and list(formats) != [own]:
+            raise ValueError(
+                f"'{path}' is one {own} version; to compare formats pass their "
+                "export base directory (or the run) instead."
+            )
+        return {own: path}
+    present = [layout.version_format(path / str(v)) for v in layout.list_versions(path)]
+    chosen = formats or [f for f in layout.FORMATS if f in present]
+    return {fmt: resolve_version_dir(path, fmt) for fmt in chosen}

@@ -1,5 +1,6 @@
 """Graph rewrites of the served model: batch-norm folding, the reduced-precision
-clone, convolution filters frozen as graph constants, the single output."""
+clone, convolution filters frozen as graph constants, the single output, and the
+resize that ONNX and OpenVINO converters take."""
 
 from __future__ import annotations
 
@@ -303,3 +304,51 @@ def should_freeze(freeze_filters: bool | str, layers: list) -> bool:
             "--no-freeze-filters)."
         )
     return freeze_filters
+
+
+class _SeparableResize(keras.layers.Layer):
+    """A fixed-size resize as two constant matrix products, over height then
+    width: the exact map of any separable resize kernel at one input size."""
+
+    def __init__(self, rows: np.ndarray, columns: np.ndarray, **kwargs):
+        super().__init__(**kwargs)
+        self.rows, self.columns = rows, columns
+
+    def call(self, x):
+        x = keras.ops.einsum("ih,nhwc->niwc", self.rows, x)
+        return keras.ops.einsum("jw,niwc->nijc", self.columns, x)
+
+
+def portable_resizing(preprocessing: keras.Layer | None) -> keras.Layer | None:
+    """`preprocessing` with each Resizing layer of a fixed input size replaced by
+    two constant matrix products.
+
+    The antialiased resize of the training pipeline is TensorFlow's
+    ScaleAndTranslate, which neither tf2onnx nor OpenVINO converts; at a fixed
+    input size it is a linear map, separable over height and width, whose two
+    matrices are read off the layer itself (its response to one-hot rows and
+    columns). Any runtime runs the products; the result equals the layer's up to
+    float32 summation order (checked here on one random batch).
+    """
+    if not isinstance(preprocessing, keras.Sequential):
+        return preprocessing
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        if not isinstance(layer, keras.layers.Resizing) or any(
+            config.get(k) for k in ("crop_to_aspect_ratio", "pad_to_aspect_ratio")
+        ):
+            return layer.__class__.from_config(config)
+        height, width = layer.input.shape[1:3]
+        rows = keras.ops.convert_to_numpy(layer(np.eye(height)[:, :, None, None]))
+        columns = keras.ops.convert_to_numpy(layer(np.eye(width)[:, None, :, None]))
+        resize = _SeparableResize(
+            rows[:, :, 0, 0].T.astype("float32"),
+            columns[:, 0, :, 0].T.astype("float32"),
+            name=layer.name,
+        )
+        x = np.random.default_rng(0).random((1, height, width, 1), "float32")
+        difference = np.max(np.abs(resize(x) - layer(x)))
+        return resize if difference <= 1e-6 else layer.__class__.from_config(config)
+
+    return keras.models.clone_model(preprocessing, clone_function=clone_layer)

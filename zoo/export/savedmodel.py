@@ -1,280 +1,54 @@
-"""Writing a version: the serving tf.function saved as a SavedModel beside the
-Keras model and export_meta.json, in a temporary directory that is renamed into
-place once verified."""
+"""SavedModel export for TensorFlow Serving: the serving tf.function saved with
+`tf.saved_model.save`, verified by TensorFlow's own loader in a fresh process."""
 
 from __future__ import annotations
 
 import os
-import platform
-import shutil
-import time
-import uuid
-from collections.abc import Sequence
-from dataclasses import asdict
-from importlib import metadata
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from zoo.export import layout
-from zoo.export.rewrites import (
-    PRECISION_POLICIES,
-    conv_filters,
-    count_batch_norms,
-    fold_batch_norms,
-    inference_call,
-    should_freeze,
-    single_output,
-    with_precision,
-)
-from zoo.export.samples import random_samples, verification_samples
-from zoo.export.source import Source, load_source
-from zoo.export.verification import VerificationError, verification_failure, verify
-from zoo.files import check_export_dir, naming, write_json
-
-DEFAULT_TOP_K = 5
-
-_TMP_PREFIX = ".tmp-export-"
+from zoo.export import exporter, serving
+from zoo.export.rewrites import conv_filters, with_precision
+from zoo.export.verification import verify  # noqa: F401  (exporter calls it here)
 
 
 def export_saved_model(
     model_or_run_dir: keras.Model | str | os.PathLike,
     base_dir: str | os.PathLike,
-    *,
-    version: int | None = None,
-    raw_image_input: bool = True,
-    preprocessing: keras.Layer | None = None,
-    raw_shape: Sequence[int] | None = None,
-    top_k: int | None = None,
-    class_names: Sequence[str] | None = None,
-    precision: str = "float32",
-    jit_compile: bool = False,
-    fold_batch_norm: bool = False,
-    freeze_filters: bool | str = "auto",
-    sample_images: np.ndarray | None = None,
-    tolerance: float | None = None,
-    regression: bool | None = None,
+    **options,
 ) -> Path:
     """Export a classifier (or regressor) as a verified, TensorFlow Serving-ready
-    SavedModel.
-
-    Args:
-        model_or_run_dir: A `keras.Model`, a `.keras` file, or a training run
-            directory (config.json, dataset.json, best.keras or last.keras,
-            metrics.json).
-        base_dir: Export root; the version is written to `<base_dir>/<version>`.
-        version: Integer version to write; `None` takes the next free one. An
-            existing version is never overwritten.
-        raw_image_input: Serve uint8 images (tabular runs: float32 encoded
-            features) and preprocess inside the graph. `False` serves float32
-            model inputs as they are.
-        preprocessing: Keras layer/model mapping raw uint8 batches to model inputs
-            (e.g. `data_pipelines.preprocessing_model(info)`). Default: built from
-            a run's dataset.json, else `Rescaling(1/255)` only.
-        raw_shape: Shape of one raw image, if `preprocessing` has no Input to read
-            it from. Default: the preprocessing input shape, else the model's.
-        top_k: Number of `class_ids`/`scores` returned (default min(5, classes)).
-        class_names: Class names for export_meta.json (default: the run's, else
-            "0".."n-1").
-        precision: "float32", "float16" or "bfloat16" computations; outputs are
-            float32 in every case.
-        jit_compile: XLA-compile the serving function.
-        fold_batch_norm: Fold the batch norms into the convolution/Dense layer
-            before them (`fold_batch_norms`): faster, but float32 rounding
-            changes, by more than the 1e-5 verification tolerance on deep
-            networks (ResNet-50), whose export then fails verification.
-        freeze_filters: Store the convolution filters as constants of the
-            serving graph (True) instead of SavedModel variables (False). oneDNN
-            reorders a filter into its blocked layout once when it is a
-            constant, and on every call when it is a variable: ResNet-50 at
-            batch 1 runs 1.3-1.9x faster on CPU. Other weights stay variables,
-            so the outputs match the Keras model's up to float32 noise (graph
-            optimizers rewrite constant batch-norm scales and Dense kernels,
-            which shifts rounding beyond the 1e-5 tolerance). A graph is a
-            protocol buffer capped at 2 GB, so "auto" (default) freezes filters
-            that take at most 1 GiB.
-        sample_images: Images used to verify the export (a batch of the serving
-            input shape); default 8 seeded random images.
-        tolerance: Accepted max abs difference of the verification (default
-            `TOLERANCES[precision]`: 1e-5 in float32). Deep networks can exceed
-            1e-5 by float32 rounding alone (TensorFlow's graph and eager kernels
-            sum in different orders); loosen it knowingly.
-        regression: Serve the model's output as `predictions` (float32, one
-            column per target) instead of `probabilities`/`class_ids`/`scores`.
-            Default: True for a regression run (`zoo train --task regression`),
-            else False.
-
-    Returns:
-        The version directory that was written.
-
-    Raises:
-        ValueError: On bad arguments; nothing is written then.
-        VerificationError: If the reloaded SavedModel disagrees with the model.
-    """
-    base = check_export_dir(base_dir)
-    _check_options(precision, tolerance, freeze_filters)
-    if version is not None:
-        _check_version_free(base, version)
-    source = load_source(model_or_run_dir)
-    regression = source.regression if regression is None else regression
-    if regression and (top_k is not None or class_names is not None):
-        raise ValueError(
-            "top_k and class_names apply to classifiers; this export serves a "
-            "regression model's predictions. Drop them."
-        )
-    model = single_output(source.model, regression)
-    input_shape = _input_shape(model)
-    num_classes = int(model.outputs[0].shape[-1])
-    if regression:
-        top_k, names = None, None
-    else:
-        top_k = _check_top_k(top_k, num_classes)
-        names = _class_names(class_names or source.class_names, num_classes)
-    preprocessing, spec = _serving_input(
-        source, input_shape, raw_image_input, preprocessing, raw_shape
-    )
-    samples = verification_samples(sample_images, spec)
-    frozen = should_freeze(freeze_filters, [model, preprocessing])
-
-    base.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temp_dirs(base)
-    version = version or (max(layout.list_versions(base), default=0) + 1)
-    tmp = base / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        folded = fold_batch_norms(model) if fold_batch_norm else model
-        serving_model = with_precision(folded, precision)
-        serve = _serving_function(
-            serving_model, preprocessing, spec, top_k, jit_compile, regression, frozen
-        )
-        _save_serving_function(serve, tmp)
-        with naming(base):  # Keras names no file when the disk is full
-            source.model.save(tmp / layout.KERAS_FILE)
-            if preprocessing is not None:
-                preprocessing.save(tmp / layout.PREPROCESSING_FILE)
-        if source.dataset is not None:  # table exports: the feature columns
-            write_json(tmp / layout.DATASET_FILE, source.dataset)
-        meta = {
-            "model": source.name,
-            "version": version,
-            "input_name": layout.INPUT_NAME,
-            "input_dtype": spec.dtype.name,
-            "input_shape": list(spec.shape[1:]),
-            "model_input_shape": list(input_shape),
-            "raw_image_input": raw_image_input,
-            "task": "regression" if regression else "classification",
-            "num_classes": None if regression else num_classes,
-            "class_names": names,
-            "top_k": top_k,
-            "num_outputs": num_classes if regression else None,
-            "target_name": source.target_name if regression else None,
-            "feature_columns": _feature_columns(source.dataset),
-            "outputs": [layout.REGRESSION_OUTPUT]
-            if regression
-            else list(layout.OUTPUT_NAMES),
-            "precision": precision,
-            "jit_compile": jit_compile,
-            "fold_batch_norm": fold_batch_norm,
-            "folded_batch_norms": count_batch_norms(model) - count_batch_norms(folded),
-            "frozen_filters": len(conv_filters(serving_model)) if frozen else 0,
-            "training_metrics": source.metrics,
-            "source_run": source.run_dir,
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "package_versions": _package_versions(),
-        }
-        write_json(tmp / layout.META_FILE, meta)
-        report = verify(tmp, samples, tolerance=tolerance)
-        if not report.ok:
-            raise VerificationError(verification_failure(report))
-        meta["verification"] = {
-            k: v for k, v in asdict(report).items() if k not in ("path", "precision")
-        }
-        write_json(tmp / layout.META_FILE, meta)
-        final = _publish(tmp, base, version)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    SavedModel: `zoo.export.export(..., format="savedmodel")`, whose docstring
+    lists the options."""
+    return exporter.export(model_or_run_dir, base_dir, format="savedmodel", **options)
 
 
-def _feature_columns(dataset: dict | None) -> list[str] | None:
-    """The raw columns a table export takes (numeric, then categorical)."""
-    tabular = (dataset or {}).get("tabular")
-    return [*tabular["numeric"], *tabular["categories"]] if tabular else None
-
-
-def _check_options(
-    precision: str, tolerance: float | None, freeze_filters: bool | str
-) -> None:
-    """Refuse an unknown precision, a tolerance <= 0 or a bad freeze_filters."""
-    if precision not in PRECISION_POLICIES:
-        raise ValueError(
-            f"unknown precision '{precision}'; allowed: "
-            f"{', '.join(PRECISION_POLICIES)}. Use float16 (most GPUs) or bfloat16 "
-            "(Ampere or newer, TPUs)."
-        )
-    if tolerance is not None and not tolerance > 0:
-        raise ValueError(
-            f"tolerance must be a positive number; received {tolerance!r}."
-        )
-    if freeze_filters not in (True, False, "auto"):
-        raise ValueError(
-            f"freeze_filters must be True, False or 'auto'; received "
-            f"{freeze_filters!r}."
-        )
-
-
-def _input_shape(model: keras.Model) -> tuple[int, ...]:
-    """The shape of one input of `model`, which must have one of fixed size."""
-    input_shape = tuple(model.inputs[0].shape[1:])
-    if len(model.inputs) != 1 or None in input_shape:
-        raise ValueError(
-            f"export needs one image input of fixed size; received inputs "
-            f"{[tuple(t.shape) for t in model.inputs]}. Build the model with a full "
-            "input_shape."
-        )
-    return input_shape
-
-
-def _serving_input(
-    source: Source,
-    input_shape: tuple[int, ...],
-    raw_image_input: bool,
+def write(
+    path: Path,
+    model: keras.Model,
     preprocessing: keras.Layer | None,
-    raw_shape: Sequence[int] | None,
-) -> tuple[keras.Layer | None, tf.TensorSpec]:
-    """The preprocessing run inside the graph (None for float inputs) and the
-    serving input's spec, checked against the model input."""
-    if raw_image_input:
-        if preprocessing is None:
-            preprocessing = source.preprocessing
-        if preprocessing is None:
-            preprocessing = keras.Sequential(
-                [
-                    keras.Input(input_shape, dtype="uint8"),
-                    keras.layers.Rescaling(1 / 255),
-                ],
-                name="rescaling_only",
-            )
-        raw = _raw_shape(preprocessing, raw_shape or source.raw_shape, input_shape)
-        spec = tf.TensorSpec((None, *raw), source.raw_dtype, name=layout.INPUT_NAME)
-        _check_preprocessing(preprocessing, spec, input_shape)
-    elif preprocessing is not None:
-        raise ValueError(
-            "preprocessing was given with raw_image_input=False; it is applied only "
-            "to raw uint8 inputs. Pass raw_image_input=True or drop preprocessing."
-        )
-    else:
-        spec = tf.TensorSpec((None, *input_shape), tf.float32, name=layout.INPUT_NAME)
-    return preprocessing, spec
-
-
-def _save_serving_function(
-    serve: tf.types.experimental.GenericFunction, path: Path
-) -> None:
-    """Save `serve` as the SavedModel at `path`, under both signature names."""
+    spec: tf.TensorSpec,
+    *,
+    top_k: int | None,
+    regression: bool,
+    precision: str,
+    jit_compile: bool,
+    frozen: bool,
+) -> dict:
+    """Save the serving function of `model` as the SavedModel at `path`; returns
+    what export_meta.json records of it."""
+    serving_model = with_precision(model, precision)
+    serve = serving.serving_function(
+        serving_model,
+        preprocessing,
+        spec,
+        top_k,
+        regression,
+        jit_compile=jit_compile,
+        frozen=frozen,
+    )
     # tf.saved_model.save rather than keras.export.ExportArchive: the archive
     # traces the function a second time while saving and stores both
     # traces, which doubles saved_model.pb when the filters are constants.
@@ -287,150 +61,7 @@ def _save_serving_function(
     tf.saved_model.save(
         module, str(path), signatures={"serving_default": serve, "serve": serve}
     )
-
-
-def _publish(tmp: Path, base: Path, version: int) -> Path:
-    """Rename the verified temporary directory to `<base>/<version>`."""
-    final = base / str(version)
-    try:
-        os.rename(tmp, final)
-    except OSError as err:
-        raise ValueError(
-            f"version {version} appeared in '{base}' during the export; versions "
-            "are never overwritten. Export again to get the next version."
-        ) from err
-    return final
-
-
-def _serving_function(
-    model: keras.Model,
-    preprocessing: keras.Layer | None,
-    spec: tf.TensorSpec,
-    top_k: int | None,
-    jit_compile: bool,
-    regression: bool,
-    frozen: bool,
-) -> tf.types.experimental.GenericFunction:
-    """The traced serving tf.function: images -> probabilities, class_ids, scores
-    (regression: -> predictions)."""
-    run_model = inference_call(model, frozen)
-    run_preprocessing = (
-        None if preprocessing is None else inference_call(preprocessing, frozen)
-    )
-
-    # XLA compiles the model and top-k only: preprocessing ops such as the
-    # antialiased resize (ScaleAndTranslate) have no XLA kernel.
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def classify(x):
-        probabilities = tf.cast(run_model(x), tf.float32)
-        if regression:
-            return {layout.REGRESSION_OUTPUT: probabilities}
-        scores, class_ids = tf.math.top_k(probabilities, k=top_k)
-        return {
-            "probabilities": probabilities,
-            "class_ids": class_ids,
-            "scores": scores,
-        }
-
-    @tf.function(input_signature=[spec], autograph=False)
-    def serve(images):
-        if preprocessing is None:
-            return classify(images)
-        return classify(run_preprocessing(images))
-
-    serve.get_concrete_function()
-    return serve
-
-
-def _raw_shape(
-    preprocessing: keras.Layer,
-    given: Sequence[int] | None,
-    input_shape: tuple[int, ...],
-) -> tuple[int, ...]:
-    """Raw image shape: given, else the preprocessing Input's, else the model's."""
-    if given is not None:
-        return tuple(int(d) for d in given)
-    try:
-        inputs = preprocessing.inputs  # functional/Sequential models with an Input
-    except (AttributeError, ValueError):
-        inputs = []
-    shape = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else ()
-    return shape if shape and None not in shape else input_shape
-
-
-def _check_preprocessing(
-    preprocessing: keras.Layer, spec: tf.TensorSpec, input_shape: tuple[int, ...]
-) -> None:
-    """Build `preprocessing` on one raw input and check it yields the model input."""
-    raw = tuple(spec.shape[1:])
-    out = preprocessing(random_samples(spec, 1), training=False)
-    if tuple(out.shape[1:]) != input_shape:
-        raise ValueError(
-            f"preprocessing maps raw inputs {raw} to {tuple(out.shape[1:])}, but the "
-            f"model takes {input_shape}. Pass the preprocessing (or raw_shape) the "
-            "model was trained with."
-        )
-
-
-def _check_version_free(base: Path, version: int) -> None:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(
-            f"version must be an integer >= 1; received {version!r}. Omit it to take "
-            "the next free version."
-        )
-    if (base / str(version)).exists():
-        raise ValueError(
-            f"version {version} already exists in '{base}' (versions: "
-            f"{layout.list_versions(base)}); versions are never overwritten. "
-            "Omit --version to take the next free one."
-        )
-
-
-def _check_top_k(top_k: int | None, num_classes: int) -> int:
-    if top_k is None:
-        return min(DEFAULT_TOP_K, num_classes)
-    if not 1 <= top_k <= num_classes:
-        raise ValueError(
-            f"top_k={top_k} is out of range: the model has {num_classes} classes, "
-            f"so top_k must be 1..{num_classes}. Pass a --top-k in that range."
-        )
-    return top_k
-
-
-def _class_names(names: Sequence[str] | None, num_classes: int) -> list[str]:
-    if names is None:
-        return [str(i) for i in range(num_classes)]
-    if len(names) != num_classes:
-        raise ValueError(
-            f"received {len(names)} class names for a model with {num_classes} "
-            "classes. Pass exactly one name per class."
-        )
-    return [str(n) for n in names]
-
-
-def _remove_stale_temp_dirs(base: Path) -> None:
-    """Delete temporary export dirs left by processes that no longer run."""
-    for tmp in base.glob(f"{_TMP_PREFIX}*"):
-        pid = tmp.name[len(_TMP_PREFIX) :].split("-")[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("keras-model-zoo", "tensorflow", "keras", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
+    return {
+        "jit_compile": jit_compile,
+        "frozen_filters": len(conv_filters(serving_model)) if frozen else 0,
+    }

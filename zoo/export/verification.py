@@ -1,8 +1,10 @@
-"""Verification of an export: its SavedModel reloaded in a fresh process that
-imports only TensorFlow and NumPy, and compared with the Keras model."""
+"""Verification of an export: reloaded in a fresh process that imports only its
+format's runtime (TensorFlow, ONNX Runtime or OpenVINO) and NumPy, and compared
+with the Keras model."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -17,8 +19,10 @@ import tensorflow as tf
 
 import zoo
 from zoo.export.layout import (
+    FORMAT_NAMES,
     KERAS_FILE,
     META_FILE,
+    MODEL_FILES,
     OUTPUT_NAMES,
     PREPROCESSING_FILE,
     REGRESSION_OUTPUT,
@@ -35,32 +39,65 @@ from zoo.files import read_json
 TOLERANCES = {"float32": 1e-5, "float16": 1e-2, "bfloat16": 1e-1}
 
 
-# Runs in the verification subprocess: TensorFlow and NumPy only, never this
-# project, so the artifact is proven loadable by a plain TensorFlow runtime.
-_VERIFY_SCRIPT = """
-import sys
-import numpy as np
+# OpenVINO's CPU plugin computes in bfloat16 by default on CPUs that have it
+# (this one: AVX512_BF16); the hint is a runtime property, which OpenVINO does
+# not read from the IR, so every client of an export passes this one.
+OPENVINO_HINTS = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+
+# Run in the verification subprocess: the format's runtime and NumPy only, never
+# this project (nor TensorFlow for ONNX/OpenVINO), so the artifact is proven
+# loadable by a plain runtime. Each defines run(images) -> {output name: array}.
+_LOADERS = {
+    "savedmodel": """
 import tensorflow as tf
-saved_dir, inputs_path, outputs_path, main = sys.argv[1:5]
+serve = tf.saved_model.load(version_dir).signatures["serving_default"]
+def run(images):
+    return {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
+""",
+    "onnx": """
+import onnxruntime as ort
+session = ort.InferenceSession(
+    version_dir + "/model.onnx", providers=["CPUExecutionProvider"])
+names = [o.name for o in session.get_outputs()]
+def run(images):
+    return dict(zip(names, session.run(None, {"images": images})))
+""",
+    "openvino": """
+import openvino as ov
+compiled = ov.Core().compile_model(
+    version_dir + "/model.xml", "CPU", {"INFERENCE_PRECISION_HINT": options["hint"]})
+def run(images):
+    result = compiled(images)
+    return {o.get_any_name(): result[o] for o in compiled.outputs}
+""",
+}
+_SCRIPT = """
+import json, sys
+import numpy as np
+version_dir, inputs_path, outputs_path, main, options = sys.argv[1:6]
+options = json.loads(options)
 images = np.load(inputs_path)
-loaded = tf.saved_model.load(saved_dir)
-serve = loaded.signatures["serving_default"]
-outputs = {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}
-single = serve(images=tf.constant(images[:1]))[main].numpy()
-project = [m for m in ("zoo", "data_pipelines", "tuning") if m in sys.modules]
+{loader}
+outputs = run(images)
+single = run(images[:1])[main]
+imported = [m for m in options["forbidden"] if m in sys.modules]
 np.savez(outputs_path, batch1=single,
-         imported_project=np.array(project, dtype=str), **outputs)
+         imported_project=np.array(imported, dtype=str), **outputs)
 """
+# Modules the fresh process must not have imported, per format.
+_PROJECT = ("zoo", "data_pipelines", "tuning")
+_FORBIDDEN = {"savedmodel": _PROJECT}
+_FORBIDDEN["onnx"] = _FORBIDDEN["openvino"] = (*_PROJECT, "tensorflow", "keras")
 
 
 class VerificationError(ValueError):
-    """The exported SavedModel does not reproduce the Keras model (nothing is
-    renamed into place; the CLI reports it as a one-line error)."""
+    """The export does not reproduce the Keras model (nothing is renamed into
+    place; the CLI reports it as a one-line error)."""
 
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """Result of reloading a SavedModel in a fresh process and comparing it.
+    """Result of reloading an export in a fresh process and comparing it.
 
     Attributes:
         path: The version directory that was verified.
@@ -74,7 +111,9 @@ class VerifyReport:
         batch1_max_abs_diff: Same for the first image sent alone (dynamic batch).
         top1_agreement: Fraction of samples whose top class matches Keras (None
             for regression).
-        imported_project: Project modules the subprocess imported (must be empty).
+        imported_project: Project modules the subprocess imported, and for
+            ONNX/OpenVINO TensorFlow or Keras (must be empty).
+        format: The export's format.
     """
 
     path: str
@@ -85,6 +124,7 @@ class VerifyReport:
     batch1_max_abs_diff: float
     top1_agreement: float | None
     imported_project: tuple[str, ...]
+    format: str = "savedmodel"
 
     @property
     def ok(self) -> bool:
@@ -102,12 +142,14 @@ def verify(
     *,
     tolerance: float | None = None,
 ) -> VerifyReport:
-    """Reload a SavedModel in a fresh process and compare it with its Keras model.
+    """Reload an export in a fresh process and compare it with its Keras model.
 
-    The subprocess imports only TensorFlow and NumPy, loads the SavedModel with
-    `tf.saved_model.load` and calls `serving_default` on the samples (whole batch
-    and the first image alone). The reference is computed here with the exported
-    `model.keras` (and `preprocessing.keras`) in float32.
+    The subprocess imports only the format's runtime and NumPy: a SavedModel is
+    loaded with `tf.saved_model.load` and its `serving_default` called, an ONNX
+    model with an `onnxruntime.InferenceSession` (CPU), an OpenVINO IR compiled
+    for the CPU at the export's precision; each is called on the samples (whole
+    batch and the first image alone). The reference is computed here with the
+    exported `model.keras` (and `preprocessing.keras`) in float32.
 
     Args:
         path: A version directory, or a base directory (its latest version).
@@ -121,22 +163,23 @@ def verify(
 
     Raises:
         ValueError: If `path` is not an export or the samples do not fit it.
-        VerificationError: If the subprocess cannot load or call the SavedModel.
+        VerificationError: If the subprocess cannot load or call the export.
     """
     version_dir = resolve_version_dir(path)
     meta = read_json(version_dir / META_FILE)
     if meta is None:
         raise ValueError(
             f"'{version_dir}' has no {META_FILE}; verify needs an export written by "
-            "zoo.export.export_saved_model."
+            "zoo.export.export."
         )
+    fmt = meta.get("format", "savedmodel")
     spec = tf.TensorSpec((None, *meta["input_shape"]), meta["input_dtype"])
     samples = verification_samples(sample_images, spec)
 
     regression = meta.get("task") == "regression"
     main = REGRESSION_OUTPUT if regression else OUTPUT_NAMES[0]
     reference = _keras_reference(version_dir, samples, regression)
-    out = _serve_in_fresh_process(version_dir, samples, main)
+    out = _serve_in_fresh_process(version_dir, samples, main, meta)
     served = out[main]
     batch1 = out["batch1"]
     class_ids = None if regression else out["class_ids"]
@@ -155,6 +198,7 @@ def verify(
         if regression
         else float(np.mean(class_ids[:, 0] == reference.argmax(-1))),
         imported_project=imported,
+        format=fmt,
     )
 
 
@@ -162,7 +206,7 @@ def _keras_reference(
     version_dir: Path, samples: np.ndarray, regression: bool
 ) -> np.ndarray:
     """The exported `model.keras` (after `preprocessing.keras`, if any) on
-    `samples`, in float32: what the SavedModel must reproduce."""
+    `samples`, in float32: what the export must reproduce."""
     model = with_precision(
         single_output(
             zoo.load_model(version_dir / KERAS_FILE, compile=False), regression
@@ -179,10 +223,11 @@ def _keras_reference(
 
 
 def _serve_in_fresh_process(
-    version_dir: Path, samples: np.ndarray, main: str
+    version_dir: Path, samples: np.ndarray, main: str, meta: dict
 ) -> dict[str, np.ndarray]:
-    """Run `_VERIFY_SCRIPT` on `samples`: the serving outputs of the whole batch,
-    `batch1` (output `main` of the first image alone) and `imported_project`.
+    """Run the format's `_SCRIPT` on `samples`: the serving outputs of the whole
+    batch, `batch1` (output `main` of the first image alone) and
+    `imported_project`.
 
     Raises:
         VerificationError: If the subprocess fails or takes over 900 s.
@@ -191,15 +236,21 @@ def _serve_in_fresh_process(
         inputs_path = Path(work) / "images.npy"
         outputs_path = Path(work) / "outputs.npz"
         np.save(inputs_path, samples)
+        fmt = meta.get("format", "savedmodel")
+        options = {
+            "forbidden": _FORBIDDEN[fmt],
+            "hint": OPENVINO_HINTS[meta["precision"]],
+        }
         cmd = [
             sys.executable,
             "-I",
             "-c",
-            _VERIFY_SCRIPT,
+            _SCRIPT.format(loader=_LOADERS[fmt]),
             str(version_dir.resolve()),  # the subprocess runs in `work`
             str(inputs_path),
             str(outputs_path),
             main,
+            json.dumps(options),
         ]
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         try:
@@ -208,14 +259,14 @@ def _serve_in_fresh_process(
             )
         except subprocess.TimeoutExpired as err:
             raise VerificationError(
-                f"loading and calling the SavedModel in a fresh process took over "
-                f"{err.timeout:.0f} s"
+                f"loading and calling the {FORMAT_NAMES[fmt]} in a fresh process "
+                f"took over {err.timeout:.0f} s"
             ) from err
         if proc.returncode != 0:
             errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", proc.stderr, re.M)
             last = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise VerificationError(
-                f"tf.saved_model.load/serving_default failed in a fresh process "
+                f"loading and calling {MODEL_FILES[fmt]} failed in a fresh process "
                 f"(exit {proc.returncode}): {last}"
             )
         with np.load(outputs_path) as out:
@@ -224,10 +275,11 @@ def _serve_in_fresh_process(
 
 def verification_failure(report: VerifyReport) -> str:
     """One line saying how the export failed verification and what to do."""
+    name = FORMAT_NAMES[report.format]
     if report.imported_project:
         return (
-            "the SavedModel needed this project to load (the fresh process imported "
-            f"{', '.join(report.imported_project)}); nothing was published."
+            f"the {name} needed more than its runtime to load (the fresh process "
+            f"imported {', '.join(report.imported_project)}); nothing was published."
         )
     diff = max(report.max_abs_diff, report.batch1_max_abs_diff)
     agreement = (
@@ -236,7 +288,7 @@ def verification_failure(report: VerifyReport) -> str:
         else f", top-1 agreement {report.top1_agreement:.0%}"
     )
     return (
-        f"exported SavedModel disagrees with the Keras model: max abs difference "
+        f"exported {name} disagrees with the Keras model: max abs difference "
         f"{diff:.2g} > tolerance {report.tolerance:g} ({report.precision}, "
         f"{report.num_samples} samples{agreement}); nothing was published. If "
         "this is rounding (a deep network, reduced precision), export again with "
