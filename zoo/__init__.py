@@ -33,6 +33,9 @@ __all__ = [
 def _register_keras_objects() -> None:
     """Import the modules that register zoo's layers and schedules with Keras."""
     import zoo.blocks  # noqa: F401  (ChannelPad, ImagePreprocessing, LRN)
+    import zoo.models.adversarial  # noqa: F401  (AdversarialAutoencoder, DCGAN)
+    import zoo.models.autoencoder  # noqa: F401  (MaskingNoise)
+    import zoo.models.vae  # noqa: F401  (Sampling)
     import zoo.recipe  # noqa: F401  (Warmup, in compiled models' optimizers)
 
 

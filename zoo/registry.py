@@ -58,6 +58,9 @@ _PAPERS = {
     "autoencoder": "Hinton & Salakhutdinov 2006, Reducing the dimensionality of "
     "data with neural networks; denoising: Vincent et al. 2008",
     "vae": "Kingma & Welling 2014, Auto-encoding variational Bayes",
+    "adversarial": "Makhzani et al. 2015, Adversarial autoencoders; Radford, Metz & "
+    "Chintala 2015, Unsupervised representation learning with deep convolutional "
+    "generative adversarial networks (DCGAN)",
     "recurrent": "Elman 1990, Finding structure in time (simple RNN); Hochreiter & "
     "Schmidhuber 1997, Long short-term memory (LSTM); Cho et al. 2014, Learning "
     "phrase representations using RNN encoder-decoder (GRU)",
@@ -211,6 +214,20 @@ register(
     reference_params=228_193,
     min_input=4,
 )
+for _name, _task, _params in [
+    ("aae", "reconstruction", 196_170),
+    ("dcgan", "generation", 942_658),
+]:
+    register(
+        _name,
+        "adversarial",
+        task=_task,
+        reference_input=(28, 28, 1),
+        reference_classes=10,
+        reference_params=_params,
+        min_input=4,
+        kind=_name,
+    )
 
 
 def natural_key(name: str) -> list:
