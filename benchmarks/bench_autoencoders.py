@@ -13,7 +13,7 @@ Rows: the dense autoencoder (goal <= 1.0x PCA's MSE), the conv autoencoder (goal
 on its inputs, scored by the MSE to the clean test image from test inputs with
 Gaussian noise sigma 0.3, against PCA's reconstruction of the same noisy inputs.
 
-    python3 benchmarks/bench_autoencoders.py [--epochs 30] [--run-dir DIR]
+    python3 benchmarks/bench_autoencoders.py [--epochs 20] [--run-dir DIR]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def mse(a: np.ndarray, b: np.ndarray) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args()
     splits = dp.load(MNIST, seed=0)
