@@ -11,16 +11,21 @@ import sys
 import threading
 import time
 
+import keras
 import keras_tuner as kt
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import RUN_FILES
 
+import data_pipelines as dp
 import tuning
+import zoo
 from tuning import distributed, spaces
 from tuning import tuner as tuner_module
 from tuning.search import IDLE_POLL_SECONDS, ZooTuner
-from zoo import cli, files, training
+from zoo import cli, files, recipe, training
+from zoo.config import TrainConfig
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "tuning.md"
 QUICK = {"max_trials": 4, "epochs": 3, "seed": 0}
@@ -120,6 +125,87 @@ def test_fix_outside_the_space_is_refused(fixed, expected):
     with pytest.raises(ValueError, match="cannot fix") as err:
         spaces.fix(spaces.declare(spaces.mlp), fixed)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("cell", spaces.CELLS)
+def test_recurrent_space_builds_the_zoo_model(cell):
+    hp = spaces.declare(spaces.recurrent).copy()
+    hp.values.update(
+        {"cell": cell, "units": 32, "num_layers": 2, "bidirectional": True}
+    )
+    info = dp.load("digits").info
+    maker = tuning.hypermodel("recurrent", info)
+    model = maker.build_model(**maker.settings(hp)[0])
+    expected = zoo.build(
+        cell, input_shape=(8, 8, 1), units=32, layers=2, bidirectional=True
+    )
+    assert model.name == cell
+    assert [la.name for la in model.layers] == [la.name for la in expected.layers]
+    assert model.count_params() == expected.count_params()
+
+
+def test_conv_autoencoder_space_depth_sets_the_filters():
+    hp = spaces.declare(spaces.conv_autoencoder).copy()
+    for depth, filters in [(1, (16,)), (2, (16, 32))]:
+        hp.values.update({"depth": depth, "filters": 16, "code_size": 8})
+        chosen = spaces.conv_autoencoder(hp)
+        assert (chosen["filters"], chosen["code_size"]) == (filters, 8)
+        model = tuning.hypermodel(
+            "conv_autoencoder", dp.load("digits").info
+        ).build_model(**{k: v for k, v in chosen.items() if k not in spaces.TRAINING})
+        encoder = model.get_layer("encoder").layers
+        convs = [la.filters for la in encoder if isinstance(la, keras.layers.Conv2D)]
+        assert tuple(convs) == filters
+        assert model.get_layer("encoder").output.shape == (None, 8)
+
+
+def test_objective_follows_the_task():
+    assert tuning.HYPERMODELS["recurrent"].task == "classification"
+    assert (
+        tuning.HYPERMODELS["conv_autoencoder"].task
+        == zoo.model_card("conv_autoencoder").task
+        == "reconstruction"
+    )
+    with pytest.raises(ValueError) as err:
+        tuning.search("conv_autoencoder", objective="val_accuracy")
+    assert str(err.value) == (
+        "conv_autoencoder has no val_accuracy: its task is reconstruction; allowed "
+        "objectives: val_loss, loss (the default is val_loss)."
+    )
+    with pytest.raises(ValueError, match="conv_autoencoder halves its images up to 2 "
+                       "times, so it needs sides that are multiples of 4; received "
+                       r"inputs \(6, 6, 1\). Pass --image-size 32"):  # fmt: skip
+        tuning.search("conv_autoencoder", image_size=6, isolate=False)
+
+
+def test_recurrent_and_autoencoder_searches(tmp_path):
+    """Real trials: an lstm/gru search scored on val_accuracy, a conv_autoencoder
+    search on val_loss (minimized), whose models train on (images, images)."""
+    quick = {"max_trials": 2, "epochs": 3, "seed": 0, "isolate": False}
+    rnn = tuning.search(
+        "recurrent", directory=tmp_path / "rnn", fixed={"units": 32}, **quick
+    )
+    assert rnn.spec["objective"] == "val_accuracy"
+    assert rnn.table["status"].eq("COMPLETED").all()
+    assert set(rnn.table["cell"]) <= set(spaces.CELLS)
+    assert rnn.table["val_accuracy"].between(0, 1).all()
+    ae = tuning.search(
+        "conv_autoencoder",
+        directory=tmp_path / "ae",
+        fixed={"optimizer": "adam", "learning_rate": 1e-3},
+        **quick,
+    )
+    assert ae.spec["objective"] == "val_loss"
+    table = ae.table
+    assert table["status"].eq("COMPLETED").all() and "val_accuracy" not in table
+    assert ae.best_score == table["val_loss"].min()
+    # reconstructions beat the mean training image on the validation images
+    config = TrainConfig(model="conv_autoencoder", dataset="digits")
+    splits = recipe.load_data(config)
+    train = np.concatenate([np.asarray(x) for x, _ in splits.train])
+    val = np.concatenate([np.asarray(x) for x, _ in splits.val])
+    mean_image = float(np.mean((val - train.mean(axis=0)) ** 2))
+    assert table["val_mse"].min() < mean_image
 
 
 # --- a real search --------------------------------------------------------------------
@@ -336,7 +422,11 @@ def test_cli_hyperband_continues_trials_and_shows_results(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["tune", "foo"], "unknown family 'foo'; allowed: mlp, cnn, resnet."),
+        (
+            ["tune", "foo"],
+            "unknown family 'foo'; allowed: mlp, cnn, resnet, recurrent, "
+            "conv_autoencoder.",
+        ),
         (["tune", "mlp", "--tuner", "genetic"], "unknown tuner 'genetic'; allowed"),
         (["tune", "mlp", "--objective", "f1"], "unknown objective 'f1'; allowed"),
         (["tune", "mlp", "--max-trials", "0"], "max_trials must be an int >= 1"),

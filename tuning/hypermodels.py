@@ -63,6 +63,9 @@ class ZooHyperModel(kt.HyperModel):
     """
 
     family = ""
+    # What the models output (the zoo card's task): the trials' data, loss and
+    # default objective follow it (`tuning.results.TASK_OBJECTIVES`).
+    task = "classification"
 
     def __init__(
         self,
@@ -72,7 +75,7 @@ class ZooHyperModel(kt.HyperModel):
     ) -> None:
         super().__init__(name=self.family)
         self.info = info
-        self.config = config or TrainConfig(dataset=info.source)
+        self.config = config or TrainConfig(model=self.family, dataset=info.source)
         self.space = space or spaces.SPACES[self.family]
         self.check_input(tuple(info.input_shape))
 
@@ -81,7 +84,7 @@ class ZooHyperModel(kt.HyperModel):
         if self.info.task == "tabular" or len(shape) != 3:
             raise ValueError(
                 f"{self.family} needs images; the data is {self.info.task} with "
-                f"inputs {shape}. Use the mlp family."
+                f"inputs {shape}. Use the mlp or recurrent family."
             )
 
     def settings(self, hp: kt.HyperParameters) -> tuple[dict[str, Any], Any]:
@@ -170,8 +173,51 @@ class ResNetHyperModel(ZooHyperModel):
         return self._zoo(f"resnet{depth}", **kwargs)
 
 
+class RecurrentHyperModel(ZooHyperModel):
+    """`zoo.build(cell, units=..., layers=..., bidirectional=...)` (lstm, gru) with
+    the recurrent space."""
+
+    family = "recurrent"
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Any input: images are read row by row, table rows value by value."""
+
+    def build_model(self, *, cell: str, **kwargs: Any) -> keras.Model:
+        return self._zoo(cell, **kwargs)
+
+
+class ConvAutoencoderHyperModel(ZooHyperModel):
+    """`zoo.build("conv_autoencoder", code_size=..., filters=...)`, trained on
+    (images, images)."""
+
+    family = "conv_autoencoder"
+    task = zoo.model_card("conv_autoencoder").task
+
+    def check_input(self, shape: tuple[int, ...]) -> None:
+        """Images whose sides survive the deepest stack's halvings."""
+        super().check_input(shape)
+        step = 2**spaces.MAX_AE_DEPTH
+        if shape[0] % step or shape[1] % step:
+            raise ValueError(
+                f"conv_autoencoder halves its images up to {spaces.MAX_AE_DEPTH} "
+                f"times, so it needs sides that are multiples of {step}; received "
+                f"inputs {shape}. Pass --image-size {step * 8} (or another multiple "
+                f"of {step})."
+            )
+
+    def build_model(self, **kwargs: Any) -> keras.Model:
+        return self._zoo("conv_autoencoder", **kwargs)
+
+
 HYPERMODELS: dict[str, type[ZooHyperModel]] = {
-    m.family: m for m in (MLPHyperModel, CNNHyperModel, ResNetHyperModel)
+    m.family: m
+    for m in (
+        MLPHyperModel,
+        CNNHyperModel,
+        ResNetHyperModel,
+        RecurrentHyperModel,
+        ConvAutoencoderHyperModel,
+    )
 }
 FAMILIES = tuple(HYPERMODELS)
 

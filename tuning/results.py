@@ -38,6 +38,12 @@ OBJECTIVES = {
     "accuracy": "max",
     "loss": "min",
 }
+# The objectives a family's task has, its default first: an autoencoder has no
+# accuracy, its reconstruction loss is the score.
+TASK_OBJECTIVES = {
+    "classification": ("val_accuracy", "val_loss", "accuracy", "loss"),
+    "reconstruction": ("val_loss", "loss"),
+}
 # TrainConfig fields a search takes besides dataset and seed (the space chooses
 # optimizer, rate, batch size).
 DATA_OPTIONS = tuple(n for n in options_for("tune") if n not in ("dataset", "seed"))
@@ -543,7 +549,7 @@ def retrain_epochs(spec: Mapping[str, Any], row: pd.Series) -> int:
 
 def _train_config(spec: Mapping[str, Any]) -> TrainConfig:
     fields = {k: spec[k] for k in ("dataset", "seed", *DATA_OPTIONS) if k in spec}
-    return TrainConfig.from_dict(fields, SPEC_FILE)
+    return TrainConfig.from_dict({"model": spec["family"], **fields}, SPEC_FILE)
 
 
 def _train_and_val(splits: dp.Splits, config: TrainConfig) -> dp.Splits:

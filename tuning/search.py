@@ -52,6 +52,7 @@ from tuning.results import (
     PROJECT,
     SPEC_FILE,
     TABLE_FILE,
+    TASK_OBJECTIVES,
     SearchResult,
     TrialRecorder,
     error_line,
@@ -225,20 +226,37 @@ def _space_name(space: spaces.Space | None) -> str | None:
     return f"{space.__module__}:{space.__qualname__}"
 
 
+def _objective(family: str, objective: str | None) -> str:
+    """The objective given, or the default of the family's task; refuses one that
+    the task does not have (an autoencoder's accuracy)."""
+    task = hypermodels.HYPERMODELS[family].task
+    allowed = TASK_OBJECTIVES[task]
+    if objective is None:
+        return allowed[0]
+    _choice("objective", objective, OBJECTIVES)
+    if objective not in allowed:
+        raise ValueError(
+            f"{family} has no {objective}: its task is {task}; allowed objectives: "
+            f"{', '.join(allowed)} (the default is {allowed[0]})."
+        )
+    return objective
+
+
 def _check_arguments(
     family: str,
     tuner: str,
-    objective: str,
+    objective: str | None,
     distributed: str | None,
     oracle_address: str,
     worker_id: str | None,
     data: Mapping[str, Any],
     **counts: Any,
-) -> None:
-    """Refuse bad `search` arguments before anything is loaded or written."""
+) -> str:
+    """Refuse bad `search` arguments before anything is loaded or written; the
+    objective (given, or the family's default)."""
     _choice("family", family, hypermodels.FAMILIES)
     _choice("tuner", tuner, TUNERS)
-    _choice("objective", objective, OBJECTIVES)
+    objective = _objective(family, objective)
     if distributed is not None:
         _choice("distributed role", distributed, ROLES)
     for name, value in counts.items():
@@ -258,6 +276,7 @@ def _check_arguments(
         check_worker_id(worker_id)
     if distributed is not None:
         parse_address(oracle_address)
+    return objective
 
 
 def _run_search(
@@ -317,7 +336,7 @@ def search(
     *,
     tuner: str = "random",
     max_trials: int = 10,
-    objective: str = "val_accuracy",
+    objective: str | None = None,
     directory: str | os.PathLike | None = None,
     resume: bool = False,
     fixed: Mapping[str, Any] | None = None,
@@ -338,11 +357,14 @@ def search(
     """Search a family's space with a KerasTuner oracle on a data_pipelines source.
 
     Args:
-        family: "mlp", "cnn" or "resnet" (see `tuning.spaces`).
+        family: "mlp", "cnn", "resnet", "recurrent" or "conv_autoencoder" (see
+            `tuning.spaces`).
         dataset: A data_pipelines source: "digits", "idx:DIR", "tfds:NAME", ...
         tuner: "random", "grid", "hyperband" or "bayesian" (KerasTuner's oracles).
         max_trials: Trials in total (a resumed search counts its finished ones).
-        objective: "val_accuracy", "val_loss", "accuracy" or "loss".
+        objective: "val_accuracy", "val_loss", "accuracy" or "loss"; default: the
+            family's task's (`TASK_OBJECTIVES`): val_accuracy for classifiers,
+            val_loss for conv_autoencoder, which has no accuracy.
         directory: Search directory (default tuning_runs/<family>_<dataset>).
         resume: Continue the search in `directory`; finished trials are kept.
         fixed: Hyperparameters to pin, e.g. {"activation": "relu"}.
@@ -369,13 +391,13 @@ def search(
     Raises:
         ValueError: Bad input, said as what was received and what is allowed.
     """
-    _check_arguments(
+    objective = _check_arguments(
         family, tuner, objective, distributed, oracle_address, worker_id, data,
         max_trials=max_trials, epochs=epochs,
         max_consecutive_failed_trials=max_consecutive_failed_trials,
     )  # fmt: skip
     config = TrainConfig.from_dict(
-        {"dataset": dataset, "seed": seed, **data}, "search options"
+        {"model": family, "dataset": dataset, "seed": seed, **data}, "search options"
     )
     space_fn = space or spaces.SPACES[family]
     hps = spaces.fix(spaces.declare(space_fn), fixed or {})

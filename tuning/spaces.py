@@ -44,6 +44,10 @@ POOLING = "pooling"
 DENSE_UNITS = "dense_units"
 DEPTH = "depth"
 WIDTH = "width"
+CELL = "cell"
+RNN_UNITS = "units"
+BIDIRECTIONAL = "bidirectional"
+CODE_SIZE = "code_size"
 
 # --- ranges ---------------------------------------------------------------------------
 MAX_LAYERS = 6
@@ -61,6 +65,10 @@ BATCH_SIZES = (16, 32, 64, 128, 256)
 MAX_CONV_BLOCKS = 3  # each block halves the image: cnn needs inputs >= 8x8
 RESNET_DEPTHS = (20, 32, 44, 56)
 RESNET_WIDTHS = (0.5, 1.0, 1.5, 2.0)
+CELLS = ("lstm", "gru")  # zoo model names
+MAX_RNN_LAYERS = 3
+# Each stage halves the image: 2 keeps 28x28 MNIST and 8x8 digits whole (x4).
+MAX_AE_DEPTH = 2
 TRAINING = (OPTIMIZER, LEARNING_RATE, BATCH_SIZE)  # settings that are not the model's
 
 
@@ -133,7 +141,42 @@ def resnet(hp: kt.HyperParameters) -> dict[str, Any]:
     }
 
 
-SPACES: dict[str, Space] = {"mlp": mlp, "cnn": cnn, "resnet": resnet}
+def recurrent(hp: kt.HyperParameters) -> dict[str, Any]:
+    """The zoo's lstm or gru: 16-256 units, 1-3 stacked layers, one direction or
+    both, dropout between layers, optimizer."""
+    return {
+        CELL: hp.Choice(CELL, CELLS, default="lstm"),
+        RNN_UNITS: hp.Int(RNN_UNITS, 16, 256, step=2, sampling="log", default=128),
+        "layers": hp.Int(NUM_LAYERS, 1, MAX_RNN_LAYERS, default=1),
+        BIDIRECTIONAL: hp.Boolean(BIDIRECTIONAL, default=False),
+        DROPOUT: hp.Float(DROPOUT, 0.0, 0.5, step=0.1, default=0.0),
+        **optimization(hp),
+    }
+
+
+def conv_autoencoder(hp: kt.HyperParameters) -> dict[str, Any]:
+    """The zoo's conv_autoencoder: code size, depth (down-sampling stages, the
+    filters doubling per stage), activation, initializer, optimizer."""
+    depth = hp.Int(DEPTH, 1, MAX_AE_DEPTH, default=2)
+    width = hp.Choice(FILTERS, (16, 32, 64), default=32)
+    return {
+        CODE_SIZE: hp.Int(CODE_SIZE, 2, 64, step=2, sampling="log", default=16),
+        FILTERS: tuple(width * 2**i for i in range(depth)),
+        ACTIVATION: hp.Choice(ACTIVATION, ACTIVATIONS, default="relu"),
+        KERNEL_INITIALIZER: hp.Choice(
+            KERNEL_INITIALIZER, INITIALIZERS, default="he_normal"
+        ),
+        **optimization(hp),
+    }
+
+
+SPACES: dict[str, Space] = {
+    "mlp": mlp,
+    "cnn": cnn,
+    "resnet": resnet,
+    "recurrent": recurrent,
+    "conv_autoencoder": conv_autoencoder,
+}
 
 
 def declare(space: Space) -> kt.HyperParameters:
