@@ -1,6 +1,7 @@
 """The recurrent family (rnn, lstm, gru): training on real digits, bidirectional,
 the ways inputs are read as sequences, the head options, bad input."""
 
+import json
 import math
 
 import keras
@@ -10,7 +11,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import zoo
-from zoo import training
+from zoo import cli, training
 
 CELLS = {
     "rnn": keras.layers.SimpleRNN,
@@ -163,3 +164,36 @@ def test_bad_input_is_one_line(kwargs, message):
         zoo.build("lstm", **kwargs)
     assert str(err.value).startswith(message)
     assert "\n" not in str(err.value)
+
+
+def test_cli_rows_that_do_not_fit_are_one_line(tmp_path, capsys):
+    code = cli.main(
+        ["train", "lstm", "--dataset", "digits", "--model-arg", "steps=5",
+         "--run-dir", str(tmp_path / "runs")]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.splitlines() == [
+        "zoo train: error: input_shape=(8, 8, 1) (64 values) cannot be read as "
+        "steps=5 equal steps; pass a steps= that divides 64, or leave it out (one "
+        "step per row of an image, per value of a table row)."
+    ]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_cli_trains_and_exports_an_lstm(tmp_path, capsys):
+    """`zoo train lstm` then `zoo export`: images -> probabilities, class_ids,
+    scores, verified against the .keras model in a fresh process."""
+    run, out = tmp_path / "runs" / "r", tmp_path / "export"
+    assert cli.main(
+        ["train", "lstm", "--dataset", "digits", "--epochs", "2",
+         "--run-dir", str(run.parent), "--name", "r"]
+    ) == 0  # fmt: skip
+    assert cli.main(["export", str(run), "--out", str(out)]) == 0
+    capsys.readouterr()
+    meta = json.loads((out / "1" / "export_meta.json").read_text())
+    assert meta["outputs"] == ["probabilities", "class_ids", "scores"]
+    check = meta["verification"]
+    assert check["max_abs_diff"] <= check["tolerance"] == 1e-5
+    assert check["top1_agreement"] == 1.0 and check["imported_project"] == []
