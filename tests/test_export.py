@@ -439,22 +439,24 @@ def test_second_export_is_version_2_and_version_1_untouched(exported, tmp_path):
     assert _tree_digest(base / "1") == before and _entries(base) == ["1", "2"]
 
 
-def test_killed_export_leaves_no_partial_version(exported, tmp_path):
-    base = tmp_path / "lenet5_digits"
-    shutil.copytree(exported.parent, base)
-    before = _tree_digest(base / "1")
+def kill_during_verification(
+    fmt: str, model_file: Path, base: Path, tmp_path: Path
+) -> Path:
+    """Export `model_file` to `base` in `fmt` in a subprocess, SIGKILL it once
+    the format's files are written (its verification stalls), and return the
+    temporary directory it was writing."""
     marker = tmp_path / "writing"
     script = textwrap.dedent(f"""
         import pathlib, time
         import keras
-        import zoo
+        import zoo.export.{fmt}
         from zoo import export
-        def verify(path, samples, **options):  # the SavedModel is written: stall
+        def verify(path, samples, **options):  # the files are written: stall
             pathlib.Path({str(marker)!r}).write_text(str(path))
             time.sleep(600)
-        export.savedmodel.verify = verify  # what export_saved_model calls
-        model = keras.saving.load_model({str(exported / "model.keras")!r})
-        export.export_saved_model(model, {str(base)!r})
+        export.{fmt}.verify = verify  # what the exporter calls
+        model = keras.saving.load_model({str(model_file)!r})
+        export.export(model, {str(base)!r}, format={fmt!r})
     """)
     proc = subprocess.Popen(
         [sys.executable, "-c", script],
@@ -462,7 +464,7 @@ def test_killed_export_leaves_no_partial_version(exported, tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while not marker.exists() and time.monotonic() < deadline:
             assert proc.poll() is None, "export subprocess died before writing"
             time.sleep(0.2)
@@ -472,8 +474,18 @@ def test_killed_export_leaves_no_partial_version(exported, tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     partial = Path(marker.read_text())
-    assert (partial / "saved_model.pb").is_file()  # it was killed mid-export
     assert partial.name.startswith(".tmp-export-")
+    return partial
+
+
+def test_killed_export_leaves_no_partial_version(exported, tmp_path):
+    base = tmp_path / "lenet5_digits"
+    shutil.copytree(exported.parent, base)
+    before = _tree_digest(base / "1")
+    partial = kill_during_verification(
+        "savedmodel", exported / "model.keras", base, tmp_path
+    )
+    assert (partial / "saved_model.pb").is_file()  # it was killed mid-export
     assert export.list_versions(base) == [1] and _tree_digest(base / "1") == before
     # The next export removes the dead process's leftovers and takes version 2.
     model = keras.saving.load_model(exported / "model.keras")

@@ -5,13 +5,8 @@ and parity over the registry."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import textwrap
-import time
+import shutil
 from pathlib import Path
 
 import keras
@@ -25,6 +20,7 @@ from test_export import (  # noqa: F401  (lenet, run_dir: fixtures)
     _entries,
     _tree_digest,
     _write_png,
+    kill_during_verification,
     lenet,
     run_dir,
 )
@@ -145,7 +141,7 @@ def test_triton_config_names_match_the_onnx_model(base):
 
 def test_versions_never_overwritten_across_formats(base, run_dir, tmp_path):  # noqa: F811
     copy = tmp_path / "lenet5_digits"
-    subprocess.run(["cp", "-r", str(base), str(copy)], check=True)
+    shutil.copytree(base, copy)
     before = {v: _tree_digest(copy / str(v)) for v in (1, 2, 3)}
     path = export.export(run_dir, copy, format="onnx", top_k=3)
     assert path == copy / "4"
@@ -166,37 +162,10 @@ def test_versions_never_overwritten_across_formats(base, run_dir, tmp_path):  # 
 )
 def test_killed_export_leaves_no_partial_version(base, fmt, model_file, tmp_path):
     copy = tmp_path / "lenet5_digits"
-    subprocess.run(["cp", "-r", str(base), str(copy)], check=True)
+    shutil.copytree(base, copy)
     before = _tree_digest(copy)
-    marker = tmp_path / "writing"
-    script = textwrap.dedent(f"""
-        import pathlib, time
-        import keras
-        import zoo.export.{fmt}
-        from zoo import export
-        def verify(path, samples, **options):  # the {fmt} model is written: stall
-            pathlib.Path({str(marker)!r}).write_text(str(path))
-            time.sleep(600)
-        export.{fmt}.verify = verify  # what the exporter calls
-        model = keras.saving.load_model({str(base / "1" / "model.keras")!r})
-        export.export(model, {str(copy)!r}, format={fmt!r})
-    """)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists() and time.monotonic() < deadline:
-            assert proc.poll() is None, "export subprocess died before writing"
-            time.sleep(0.2)
-        assert marker.exists(), "export subprocess never reached verification"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    partial = Path(marker.read_text())
-    assert (partial / model_file).is_file() and partial.name.startswith(".tmp-export-")
+    partial = kill_during_verification(fmt, base / "1" / "model.keras", copy, tmp_path)
+    assert (partial / model_file).is_file()
     assert export.list_versions(copy) == [1, 2, 3]
     assert {
         k: v for k, v in _tree_digest(copy).items() if not k.startswith(".tmp")
