@@ -244,3 +244,77 @@ def test_gan_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     )
     model = zoo.load_model(cut / "last.keras")
     assert {"generator", "discriminator"} <= {la.name for la in model.layers}
+
+
+def test_vae_export_serves_encode_decode_generate(tmp_path, capsys):
+    import tensorflow as tf
+
+    out = tmp_path / "exports"
+    result = training.train(
+        "vae",
+        "digits",
+        epochs=2,
+        run_dir=str(tmp_path),
+        name="vae",
+        model_args={"latent_dim": 4},
+        export=str(out),
+        verbose=0,
+    )
+    assert result.export_dir == out / "1"
+    meta = json.loads((out / "1" / "export_meta.json").read_text())
+    assert meta["signatures"] == ["encode", "reconstruct", "generate", "decode"]
+    assert (meta["task"], meta["latent_dim"], meta["image_shape"]) == (
+        "reconstruction",
+        4,
+        [8, 8, 1],
+    )
+    assert all(v == 0 for v in meta["verification"]["max_abs_diff"].values())
+    served = tf.saved_model.load(str(out / "1"))
+    raw = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
+    codes = served.signatures["encode"](images=tf.constant(raw))["codes"].numpy()
+    mean = result.model.get_layer("encoder")(raw.astype("float32") / 255)[0]
+    np.testing.assert_allclose(codes, mean, atol=1e-5)
+    generate = served.signatures["generate"]
+    images = generate(seed=tf.constant(3), count=tf.constant(6))["images"].numpy()
+    assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8
+    again = generate(seed=tf.constant(3), count=tf.constant(6))["images"].numpy()
+    np.testing.assert_array_equal(images, again)
+    default = served.signatures["serving_default"](images=tf.constant(raw))
+    np.testing.assert_array_equal(default["codes"].numpy(), codes)
+    # A second export is a new version; other formats are refused in one line.
+    assert (
+        zoo_main("export", result.run_dir, "--out", out, capsys=capsys).returncode == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["1", "2"]
+    refused = zoo_main(
+        "export", result.run_dir, "--out", out, "--format", "onnx", capsys=capsys
+    )
+    one_line_error(refused, "vae makes images: it is exported as a float32 SavedModel")
+    assert sorted(p.name for p in out.iterdir()) == ["1", "2"]
+
+
+def test_dcgan_export_generates_by_default_and_predict_points_to_it(tmp_path, capsys):
+    out = tmp_path / "exports"
+    assert (
+        zoo_main(
+            "train",
+            "dcgan",
+            *GAN,
+            "--epochs",
+            "1",
+            "--run-dir",
+            tmp_path,
+            "--name",
+            "gan",
+            "--export",
+            out,
+            capsys=capsys,
+        ).returncode
+        == 0
+    )
+    meta = json.loads((out / "1" / "export_meta.json").read_text())
+    assert meta["signatures"] == ["generate", "decode"] and meta["task"] == "generation"
+    assert meta["input_shape"] is None  # it takes no images
+    image = tmp_path / "gan" / "samples.png"
+    refused = zoo_main("predict", out, image, capsys=capsys)
+    one_line_error(refused, "Call the SavedModel's generate signature instead")

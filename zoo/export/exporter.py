@@ -18,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from zoo import generative
 from zoo.export import layout, serving
 from zoo.export.rewrites import (
     PRECISION_POLICIES,
@@ -130,6 +131,8 @@ def export(
     if version is not None:
         _check_version_free(base, version)
     source = load_source(model_or_run_dir)
+    if generative.image_maker(source.model) is not None:  # autoencoders, GANs
+        return _export_generative(source, base, format, precision, version)
     regression = source.regression if regression is None else regression
     if regression and (top_k is not None or class_names is not None):
         raise ValueError(
@@ -221,6 +224,23 @@ def export(
         raise
     getattr(writer, "published", lambda base: None)(base)
     return final
+
+
+def _export_generative(source, base: Path, fmt: str, precision: str, version):
+    """The encode/decode/generate SavedModel of an autoencoder or a GAN."""
+    given = {"format": fmt, "precision": precision}
+    other = [k for k, v in given.items() if v not in ("savedmodel", "float32")]
+    if other:
+        raise ValueError(
+            f"{source.name} makes images: it is exported as a float32 SavedModel "
+            "with encode/decode/generate signatures (docs/generative.md); "
+            f"received {', '.join(f'{k}={given[k]!r}' for k in other)}. Drop "
+            f"{' and '.join(f'--{k}' for k in other)}."
+        )
+    # Imported here: zoo.export.generative uses this module's publishing.
+    from zoo.export.generative import export_generative
+
+    return export_generative(source, base, version)
 
 
 def _writer(fmt: str):
