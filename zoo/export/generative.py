@@ -13,7 +13,6 @@ process that imports only TensorFlow and NumPy, then renamed into place.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from zoo.export.exporter import (
     _remove_stale_temp_dirs,
 )
 from zoo.export.source import Source
-from zoo.export.verification import VerificationError
+from zoo.export.verification import VerificationError, last_error
 from zoo.files import naming, write_json
 
 CODES = "codes"
@@ -218,30 +217,35 @@ def _verify(path: Path, model, preprocessing, samples, names) -> dict:
     reference = _reference(model, preprocessing, samples, names)
     with tempfile.TemporaryDirectory(prefix="zoo-verify-") as work:
         np.savez(Path(work) / "inputs.npz", images=samples, noise=reference["noise"])
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-I",
-                "-c",
-                _VERIFY_SCRIPT,
-                str(path.resolve()),
-                work,
-                ",".join(names),
-                str(VERIFY_SEED),
-                str(VERIFY_COUNT),
-            ],
-            capture_output=True,
-            text=True,
-            cwd=work,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            timeout=900,
-        )
+        try:
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-I",
+                    "-c",
+                    _VERIFY_SCRIPT,
+                    str(path.resolve()),
+                    work,
+                    ",".join(names),
+                    str(VERIFY_SEED),
+                    str(VERIFY_COUNT),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=work,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                timeout=900,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise VerificationError(
+                f"loading and calling the SavedModel in a fresh process took over "
+                f"{err.timeout:.0f} s; nothing was published."
+            ) from err
         if proc.returncode != 0:
-            errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", proc.stderr, re.M)
-            last = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise VerificationError(
                 f"tf.saved_model.load and its signatures failed in a fresh process "
-                f"(exit {proc.returncode}): {last}; nothing was published."
+                f"(exit {proc.returncode}): {last_error(proc.stderr)}; nothing was "
+                "published."
             )
         with np.load(Path(work) / "outputs.npz") as f:
             served = {name: f[name] for name in f.files}

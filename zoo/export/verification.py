@@ -263,14 +263,19 @@ def _serve_in_fresh_process(
                 f"took over {err.timeout:.0f} s"
             ) from err
         if proc.returncode != 0:
-            errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", proc.stderr, re.M)
-            last = (errors or proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise VerificationError(
                 f"loading and calling {MODEL_FILES[fmt]} failed in a fresh process "
-                f"(exit {proc.returncode}): {last}"
+                f"(exit {proc.returncode}): {last_error(proc.stderr)}"
             )
         with np.load(outputs_path) as out:
             return {name: out[name] for name in out.files}
+
+
+def last_error(stderr: str) -> str:
+    """The last `SomeError: message` line of a failed process's stderr (else its
+    last line): what a one-line message can quote."""
+    errors = re.findall(r"^\w[\w.]*(?:Error|Exception): .*$", stderr, re.M)
+    return (errors or stderr.strip().splitlines() or ["no output"])[-1]
 
 
 def verification_failure(report: VerifyReport) -> str:
