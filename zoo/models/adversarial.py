@@ -9,10 +9,11 @@ turn on each batch, the latent noise and the reported metrics.
 
 - `aae`: `encoder` (images -> codes), `decoder` (codes -> images in [0, 1]) and
   `discriminator` (codes -> probability that a code was drawn from the prior
-  N(0, I)). Each batch: a reconstruction step (encoder + decoder, MSE), a
-  discriminator step (prior samples against codes) and a generator step (the
-  encoder learns to fool the discriminator). Reports `loss` (the reconstruction
-  MSE, so `val_loss` picks the best epoch), `d_loss` and `g_loss`.
+  N(0, I)). Each batch: a reconstruction step (encoder + decoder; the compiled
+  loss, a run's binary cross-entropy by default, else MSE), a discriminator
+  step (prior samples against codes) and a generator step (the encoder learns
+  to fool the discriminator). Reports `loss` (the reconstruction loss, so
+  `val_loss` picks the best epoch), `d_loss` and `g_loss`.
 - `dcgan`: `generator` (noise -> images in [0, 1]; batch norm and ReLU, the
   paper's stabilizers) and `discriminator` (images -> probability real; strided
   convolutions and LeakyReLU). Each batch: a discriminator step (real against
@@ -92,11 +93,13 @@ class Adversarial(keras.Model):
     # --- shared mechanics ---------------------------------------------------------
     def compile(self, optimizer="adam", loss=None, metrics=None, **kwargs) -> None:
         """`optimizer` trains the first step, copies of it the others. `loss` is
-        ignored: the steps compute their own losses. `metrics` compare the images
-        with their reconstructions (aae; the run's `mse`); a GAN has none."""
-        del loss
-        metrics = metrics if self.RECONSTRUCTS else None
-        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        the aae's reconstruction loss (a run's --loss, binary cross-entropy by
+        default; MSE when none is given); the other steps, and a GAN's, compute
+        their own. `metrics` compare the images with their reconstructions (aae;
+        the run's `mse`); a GAN has none."""
+        if not self.RECONSTRUCTS:
+            loss = metrics = None
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         main = self.optimizer
         for attr, players, _ in self.steps():
             if attr != "optimizer":
@@ -206,7 +209,10 @@ class AdversarialAutoencoder(Adversarial):
         made = self(x, training=training)
         if self._compile_metrics is not None:
             self._compile_metrics.update_state(x, made)
-        loss = ops.mean(ops.square(x - made))
+        if self._compile_loss is None:
+            loss = ops.mean(ops.square(x - made))
+        else:  # the compiled loss, plus the layers' regularization
+            loss = self.compute_loss(x=x, y=x, y_pred=made)
         return loss, {"loss": loss}
 
     def _discrimination(self, x, key, training):
