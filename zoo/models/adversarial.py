@@ -211,8 +211,8 @@ class AdversarialAutoencoder(Adversarial):
             self._compile_metrics.update_state(x, made)
         if self._compile_loss is None:
             loss = ops.mean(ops.square(x - made))
-        else:  # the compiled loss, plus the layers' regularization
-            loss = self.compute_loss(x=x, y=x, y_pred=made)
+        else:  # not compute_loss: it adds every player's regularization
+            loss = self._compile_loss(x, made)
         return loss, {"loss": loss}
 
     def _discrimination(self, x, key, training):
