@@ -104,6 +104,17 @@ FLOPS_RF = {
     "rnn": (2 * 28 * 1 * 128 * (28 + 128) + 2 * 1280, None),
     "lstm": (2 * 28 * 4 * 128 * (28 + 128) + 2 * 1280, None),
     "gru": (2 * 28 * 3 * 128 * (28 + 128) + 2 * 1280, None),
+    # Dense layers 784-256-128-16 and back; the conv ones: strided convs, the code,
+    # transposed convs (2 x input values x taps x filters), the 3x3 output conv
+    "autoencoder": (2 * 2 * (784 * 256 + 256 * 128 + 128 * 16), None),
+    "conv_autoencoder": (
+        2 * (14 * 14 * 32 * 9 + 7 * 7 * 64 * 9 * 32 + 2 * 3136 * 16)
+        + 2 * (7 * 7 * 64 * 9 * 64 + 14 * 14 * 64 * 9 * 32 + 28 * 28 * 9 * 32),
+        7,
+    ),
+    "vae": (13_509_888, 7),  # conv_autoencoder + the second 16-unit head
+    "aae": (13_444_864, 7),
+    "dcgan": (52_973_312, 7),
 }
 SLOW = {"vgg13", "vgg19", "resnet101", "resnet152", "resnet110"}
 
@@ -130,3 +141,23 @@ def test_flops_and_receptive_field_are_pinned(name, variant):
     rf = int(field.max()) if len(field) else None
     key = name if variant is None else (name, variant)
     assert (df.attrs["flops"], rf) == FLOPS_RF[key]
+
+
+def test_generative_models_are_described_part_by_part():
+    vae = zoo.describe(zoo.build("vae"))
+    assert vae.attrs["params"] == 228_193 and vae.attrs["input_shape"] == (
+        None,
+        28,
+        28,
+        1,
+    )
+    rows = vae.set_index("name")
+    assert rows.loc["encoder/enc_conv1", "receptive_field"] == 3
+    assert "sampling" in rows.index
+    # a transposed conv: every input value times every tap, for each filter
+    assert rows.loc["decoder/dec_deconv1", "flops"] == 2 * 7 * 7 * 64 * 9 * 64
+    gan = zoo.describe(zoo.build("dcgan"))
+    assert gan.attrs["trainable_params"] == 942_658
+    assert gan.attrs["input_shape"] == (None, 100)  # the generator's noise
+    assert gan["name"].iloc[0] == "generator/dec_dense"
+    assert gan["name"].iloc[-1] == "discriminator/real"

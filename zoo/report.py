@@ -82,6 +82,9 @@ def _flops(layer, in_shape, out_shape) -> int:
     if isinstance(layer, layers.Conv2D):
         kh, kw = _pair(layer.kernel_size)
         return 2 * math.prod(out_shape[1:]) * kh * kw * in_shape[-1] // layer.groups
+    if isinstance(layer, layers.Conv2DTranspose):  # each input value, every tap
+        kh, kw = _pair(layer.kernel_size)
+        return 2 * math.prod(in_shape[1:]) * kh * kw * out_shape[-1]
     if isinstance(layer, layers.Dense):
         return 2 * math.prod(out_shape[1:]) * in_shape[-1]
     return 0
@@ -98,7 +101,10 @@ def describe(model: keras.Model) -> pd.DataFrame:
     flops (multiply-adds x 2), receptive_field (input pixels, largest spatial axis;
     <NA> once a layer sees the whole input). `df.attrs` holds the totals.
     """
-    if not isinstance(model, keras.Model) or not hasattr(model, "_operations"):
+    parts = [la for la in getattr(model, "layers", []) if _functional(la)]
+    if isinstance(model, keras.Model) and not _functional(model) and parts:
+        return _describe_parts(model, parts)  # a GAN: its players, one after another
+    if not _functional(model):
         raise ValueError(
             "describe needs a built functional keras.Model; "
             f"received {type(model).__name__}."
@@ -112,6 +118,11 @@ def describe(model: keras.Model) -> pd.DataFrame:
             continue
         node = layer._inbound_nodes[0]
         ins, outs = list(node.input_tensors), list(node.output_tensors)
+        if _functional(layer):  # a sub-model (an encoder, a decoder): its layers
+            rows += _prefixed(layer)
+            for t in outs:
+                field[id(t)] = _GLOBAL
+            continue
         known = [field.get(id(t), _GLOBAL) for t in ins]
         if _sees_everything(layer) or any(f is _GLOBAL for f in known) or not known:
             rf = _GLOBAL
@@ -143,11 +154,32 @@ def describe(model: keras.Model) -> pd.DataFrame:
                 "receptive_field": pd.NA if rf is _GLOBAL else max(rf[0]),
             }
         )
+    return _table(rows, model.name, tuple(model.inputs[0].shape))
+
+
+def _functional(obj) -> bool:
+    return isinstance(obj, keras.Model) and hasattr(obj, "_operations")
+
+
+def _prefixed(part: keras.Model) -> list[dict]:
+    """describe(part)'s rows, each named `part/layer`."""
+    rows = describe(part).to_dict("records")
+    return [{**r, "name": f"{part.name}/{r['name']}"} for r in rows]
+
+
+def _describe_parts(model: keras.Model, parts: list[keras.Model]) -> pd.DataFrame:
+    """A subclassed model made of functional parts (the DCGAN's generator and
+    discriminator): their rows in turn; its input is the first part's."""
+    rows = [r for part in parts for r in _prefixed(part)]
+    return _table(rows, model.name, tuple(parts[0].inputs[0].shape))
+
+
+def _table(rows: list[dict], name: str, input_shape: tuple) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["receptive_field"] = df["receptive_field"].astype("Int64")
     df.attrs = {
-        "model": model.name,
-        "input_shape": tuple(model.inputs[0].shape),
+        "model": name,
+        "input_shape": input_shape,
         "params": int(df["params"].sum()),
         "trainable_params": int(df["trainable_params"].sum()),
         "non_trainable_params": int(df["non_trainable_params"].sum()),

@@ -51,10 +51,10 @@ def build_model(config: TrainConfig, info: dp.DatasetInfo) -> keras.Model:
     if config.model.endswith(".keras"):
         return check_fits(zoo.load_model(config.model), config, info)
     card = zoo.model_card(config.model)
-    if info.task == "tabular" and card.family != "mlp":
+    if info.task == "tabular" and card.inputs == "images":
         raise ValueError(
             f"{config.model} needs images; dataset {config.dataset!r} is tabular. "
-            "Use the mlp model for CSV data."
+            "Use mlp, rnn, lstm or gru for CSV data."
         )
     knobs = {
         k: getattr(config, k)
