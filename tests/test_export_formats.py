@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -382,7 +384,10 @@ def _classifier_families() -> list[tuple[str, dict]]:
             cases.append((name, {}))
     cases.append(("resnet20", {}))
     cases.append(("googlenet", {"aux_heads": True}))
-    return sorted(set((n, tuple(sorted(o.items()))) for n, o in cases))
+    return [
+        pytest.param(n, o, id=n + "".join(f"-{k}" for k, _ in o))
+        for n, o in sorted({(n, tuple(sorted(o.items()))) for n, o in cases})
+    ]
 
 
 @pytest.mark.slow
@@ -416,3 +421,21 @@ def test_every_family_at_float32_parity_in_every_format(name, options, tmp_path)
         check = _meta(path)["verification"]
         assert check["max_abs_diff"] <= 1e-5 and check["batch1_max_abs_diff"] <= 1e-5
         assert check["top1_agreement"] == 1.0 and check["num_samples"] == 64
+
+
+def test_zoo_help_and_list_import_no_runtime():
+    script = (
+        "import contextlib, io, sys\n"
+        "from zoo import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['list'])\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        cli.main(['export', '--help'])\n"
+        "runtimes = ('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', "
+        "'openvino')\n"
+        "print([m for m in runtimes if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout == "[]\n", out.stderr

@@ -65,8 +65,12 @@ def write(
         serving_model, preprocessing, spec, top_k, regression
     )
     # Frozen first: tf2onnx's from_function would list the constants the
-    # function captures (normalization statistics) as graph inputs.
-    graph = convert_variables_to_constants_v2(function)
+    # function captures (normalization statistics) as graph inputs. Control
+    # flow kept as functional While loops (as tf2onnx freezes), which it
+    # converts to ONNX Loops (the recurrent layers).
+    graph = convert_variables_to_constants_v2(
+        function, lower_control_flow=False, aggressive_inlining=True
+    )
     outputs = [t.name for t in graph.outputs]
     names = dict(zip(outputs, sorted(function.structured_outputs), strict=True))
     # tf2onnx logs an op it cannot convert; the error below names its layer.
