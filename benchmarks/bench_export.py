@@ -1,7 +1,14 @@
-"""Exported SavedModel vs the Keras model it came from (issue 5, figures P3a/P3b).
+"""Exports vs the Keras model (issue 5, P3a/P3b), formats side by side (issue 15,
+P3c) and reduced precision on this CPU.
 
 P3a: batch-1 latency of `serving_default` <= 0.15x eager `model(x)`.
 P3b: batch-64 throughput of `serving_default` >= 1.0x `model.predict`.
+P3c (`--formats`): batch-1 latency of the fastest format (SavedModel, ONNX
+Runtime, OpenVINO) / this project's SavedModel, goal <= 0.4 for resnet50; with
+each format's export time (conversion and verification) and size, timed by
+`zoo.export.serve_bench` (interleaved over the formats, median).
+Precision (`--precision`): batch-1 latency and batch-64 images/s of every
+precision each format serves, interleaved, median.
 
 Each model is exported the default way (raw uint8 input, Rescaling inside, top-k
 outputs, float32, convolution filters as graph constants), loaded with
@@ -14,18 +21,20 @@ its difference). The same export with its convolution filters kept as variables
 (`freeze_filters=False`) is timed at batch 1 in the same loop, for comparison.
 
     python3 benchmarks/bench_export.py [--models lenet5,resnet20] [--repeats 15]
-        [--fold-batch-norm]
+        [--fold-batch-norm | --formats | --precision]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +42,7 @@ import zoo
 from zoo import export
 
 MODELS = {"lenet5": (32, 32, 1), "resnet20": (32, 32, 3), "resnet50": (64, 64, 3)}
-P3A_MAX, P3B_MIN = 0.15, 1.0
+P3A_MAX, P3B_MIN, P3C_MAX = 0.15, 1.0, 0.4
 
 
 def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[float]:
@@ -104,23 +113,166 @@ def bench(
     }
 
 
+def _size_mb(version_dir: Path, fmt: str) -> float:
+    """Megabytes of the format's own files (not model.keras and the metadata)."""
+    files = {
+        "savedmodel": ["saved_model.pb", "variables"],
+        "onnx": ["model.onnx"],
+        "openvino": ["model.xml", "model.bin"],
+    }[fmt]
+    paths = [p for f in files for p in [version_dir / f, *(version_dir / f).rglob("*")]]
+    return sum(p.stat().st_size for p in paths if p.is_file()) / 1e6
+
+
+def bench_formats(name: str, shape: tuple[int, ...], repeats: int, work: str) -> list:
+    """P3c rows of one model: each format's batch-1 and batch-64 medians, export
+    time and size, from one interleaved `serve_bench` over the three formats."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = zoo.build(name, input_shape=shape, num_classes=10)
+    base = Path(work) / f"{name}-formats"
+    seconds = {}
+    for fmt in export.FORMATS:
+        start = time.perf_counter()
+        # ONNX Runtime and OpenVINO fold the batch norms into the convolutions,
+        # which moves an initial ResNet-50's probabilities by ~1e-4 (float32
+        # rounding, as --fold-batch-norm does): the table shows the difference.
+        export.export(model, base, format=fmt, tolerance=1e-3)
+        seconds[fmt] = time.perf_counter() - start  # conversion and verification
+    table = export.serve_bench(base, (1, 64), repeats=repeats)
+    rows = []
+    for fmt, timings in table.groupby("format", sort=False):
+        version_dir = base / str(timings.version.iloc[0])
+        meta = json.loads((version_dir / export.META_FILE).read_text())
+        b1, b64 = timings.set_index("batch_size").loc[[1, 64]].itertuples()
+        rows.append(
+            {
+                "model": name,
+                "input": "x".join(map(str, shape)),
+                "format": fmt,
+                "b1_ms": b1.median_ms,
+                "b64_ips": b64.images_per_s,
+                "export_s": seconds[fmt],
+                "size_mb": _size_mb(version_dir, fmt),
+                "max_abs_diff": meta["verification"]["max_abs_diff"],
+            }
+        )
+    return rows
+
+
+def print_formats(rows: list, repeats: int) -> None:
+    print(
+        f"Formats side by side, {time.strftime('%Y-%m-%d')}, CPU ({os.cpu_count()} "
+        f"cores, load average {_load()}), float32, default exports, median of "
+        f"{repeats} calls interleaved over the formats (zoo.export.serve_bench)\n"
+    )
+    print(
+        "| model | input | format | b1 ms | P3c: b1 / SavedModel (goal <= "
+        f"{P3C_MAX} resnet50) | b64 img/s | export s | size MB | max abs diff |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        saved = next(
+            s["b1_ms"]
+            for s in rows
+            if s["model"] == r["model"] and s["format"] == "savedmodel"
+        )
+        print(
+            f"| {r['model']} | {r['input']} | {r['format']} | {r['b1_ms']:.3f} | "
+            f"{r['b1_ms'] / saved:.2f} | {r['b64_ips']:.0f} | {r['export_s']:.1f} | "
+            f"{r['size_mb']:.2f} | {r['max_abs_diff']:.1g} |"
+        )
+
+
+def bench_precision(name: str, shape: tuple[int, ...], repeats: int, work: str):
+    """Batch-1 ms and batch-64 images/s of each (format, precision), one
+    interleaved loop per batch size."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = zoo.build(name, input_shape=shape, num_classes=10)
+    serves = {}
+    for fmt, precisions in export.PRECISIONS.items():
+        for precision in precisions:
+            path = export.export(
+                model,
+                Path(work) / f"{name}-precision",
+                format=fmt,
+                precision=precision,
+                tolerance=max(1e-3, export.TOLERANCES[precision]),
+            )
+            meta = json.loads((path / export.META_FILE).read_text())
+            serves[fmt, precision] = export.client.load_serving(path, meta)
+    raw = np.random.default_rng(0).integers(0, 256, (64, *shape), dtype=np.uint8)
+    b1 = interleaved([lambda s=s: s(raw[:1]) for s in serves.values()], repeats)
+    b64 = interleaved([lambda s=s: s(raw) for s in serves.values()], repeats)
+    return [
+        {
+            "model": name,
+            "format": fmt,
+            "precision": precision,
+            "b1_ms": t1 * 1e3,
+            "b64_ips": 64 / t64,
+        }
+        for (fmt, precision), t1, t64 in zip(serves, b1, b64, strict=True)
+    ]
+
+
+def print_precision(rows: list, repeats: int) -> None:
+    print(
+        f"Precision on this CPU, {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores, "
+        f"load average {_load()}), median of {repeats} interleaved repeats\n"
+    )
+    print("| model | format | precision | b1 ms | b64 img/s | b64 vs float32 |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        base = next(
+            s["b64_ips"]
+            for s in rows
+            if (s["model"], s["format"], s["precision"])
+            == (r["model"], r["format"], "float32")
+        )
+        print(
+            f"| {r['model']} | {r['format']} | {r['precision']} | {r['b1_ms']:.3f} | "
+            f"{r['b64_ips']:.0f} | {r['b64_ips'] / base:.2f}x |"
+        )
+
+
+def _load() -> str:
+    return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--fold-batch-norm", action="store_true")
+    table = parser.add_mutually_exclusive_group()
+    table.add_argument("--fold-batch-norm", action="store_true")
+    table.add_argument("--formats", action="store_true", help="P3c table")
+    table.add_argument("--precision", action="store_true", help="precision table")
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    if args.formats or args.precision:
+        bench, show = (
+            (bench_formats, print_formats)
+            if args.formats
+            else (bench_precision, print_precision)
+        )
+        with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
+            rows = [r for n in names for r in bench(n, MODELS[n], args.repeats, work)]
+        show(rows, args.repeats)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
         rows = [
             bench(name, MODELS[name], args.repeats, work, args.fold_batch_norm)
             for name in names
         ]
 
-    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    load = _load()
     export_kind = "folded" if args.fold_batch_norm else "default"
     print(
         f"SavedModel {export_kind} export vs Keras, {time.strftime('%Y-%m-%d')}, CPU "
