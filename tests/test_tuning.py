@@ -842,3 +842,14 @@ def port_in_time_wait() -> str:
 
 def test_a_restarted_chief_can_listen_at_once(tmp_path):
     distributed.check_can_listen(port_in_time_wait())  # no "Address already in use"
+
+
+def test_cli_tunes_an_autoencoder_on_its_task_default_objective(tmp_path, capsys):
+    """`zoo tune conv_autoencoder` needs no --objective: val_loss is its default."""
+    directory = str(tmp_path / "ae")
+    code, out, err = run_cli(
+        "tune", "conv_autoencoder", "--max-trials", "1", "--epochs", "1",
+        "--directory", directory, capsys=capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert tuning.load_results(directory).spec["objective"] == "val_loss"

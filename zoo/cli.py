@@ -397,7 +397,7 @@ def _add_train_flags(p: argparse.ArgumentParser) -> None:
 def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     """`zoo tune`: the search's own flags (each an argument of `tuning.search`) and
     the config's data flags."""
-    p.add_argument("family", help="mlp, cnn or resnet")
+    p.add_argument("family", help="mlp, cnn, resnet, recurrent or conv_autoencoder")
     search = p.add_argument_group("search")
     search.add_argument(
         "--tuner", default="random", help="random (default), grid, hyperband, bayesian"
@@ -411,8 +411,9 @@ def _add_tune_flags(p: argparse.ArgumentParser) -> None:
     )
     search.add_argument(
         "--objective",
-        default="val_accuracy",
-        help="val_accuracy (default), val_loss, accuracy, loss",
+        default=None,
+        help="val_accuracy, val_loss, accuracy, loss (default: val_accuracy; "
+        "conv_autoencoder: val_loss)",
     )
     search.add_argument(
         "--epochs",
