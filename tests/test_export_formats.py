@@ -101,6 +101,41 @@ def test_same_outputs_as_the_saved_model(base):
         assert diff.max() <= 1e-5
 
 
+def test_runtime_settings_recorded_and_used_by_the_clients(base, tmp_path):
+    """export_meta.json records the latency settings of each runtime (for a
+    server); predict and serve-bench open the runtime with those of the meta."""
+    onnx_meta, ov_meta = _meta(base / "2"), _meta(base / "3")
+    assert onnx_meta["runtime_config"] == {
+        "session_options": {
+            "graph_optimization_level": "ORT_ENABLE_ALL",
+            "execution_mode": "ORT_SEQUENTIAL",
+            "intra_op_num_threads": 0,
+        },
+        "session_config_entries": {"session.force_spinning_stop": "1"},
+    }
+    assert ov_meta["runtime_config"] == {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "ENABLE_CPU_PINNING": "NO",
+    }
+    session = export.client.load_serving(base / "2", onnx_meta).session
+    options = session.get_session_options()
+    assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+    assert str(options.execution_mode) == "ExecutionMode.ORT_SEQUENTIAL"
+    assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"
+    compiled = export.client.load_serving(base / "3", ov_meta).compiled
+    assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert compiled.get_property("NUM_STREAMS") == 1
+    # A server's own choice, edited into the meta, is what the client uses.
+    ov_meta["runtime_config"]["ENABLE_CPU_PINNING"] = "YES"
+    onnx_meta["runtime_config"]["session_options"]["intra_op_num_threads"] = 1
+    compiled = export.client.load_serving(base / "3", ov_meta).compiled
+    assert compiled.get_property("ENABLE_CPU_PINNING") is True
+    session = export.client.load_serving(base / "2", onnx_meta).session
+    assert session.get_session_options().intra_op_num_threads == 1
+
+
 def test_triton_config_names_match_the_onnx_model(base):
     import onnx
 

@@ -139,31 +139,58 @@ def _saved_model(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
 def _onnx(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
     import onnxruntime as ort
 
+    options = _session_options(meta.get("runtime_config") or layout.ONNX_RUNTIME_CONFIG)
     # GPU execution providers (TensorRT, CUDA) first where installed.
     session = ort.InferenceSession(
         str(version_dir / layout.MODEL_FILES["onnx"]),
+        options,
         providers=ort.get_available_providers(),
     )
     names = [o.name for o in session.get_outputs()]
-    return lambda images: dict(
-        zip(names, session.run(None, {layout.INPUT_NAME: images}), strict=True)
-    )
+
+    def run(images):
+        return dict(
+            zip(names, session.run(None, {layout.INPUT_NAME: images}), strict=True)
+        )
+
+    run.session = session
+    return run
+
+
+def _session_options(config: dict):
+    """ONNX Runtime SessionOptions from an export's runtime_config (enum values
+    by name, as export_meta.json holds them)."""
+    import onnxruntime as ort
+
+    enums = {
+        "graph_optimization_level": ort.GraphOptimizationLevel,
+        "execution_mode": ort.ExecutionMode,
+    }
+    options = ort.SessionOptions()
+    for name, value in config["session_options"].items():
+        setattr(options, name, getattr(enums[name], value) if name in enums else value)
+    for key, value in config["session_config_entries"].items():
+        options.add_session_config_entry(key, value)
+    return options
 
 
 def _openvino(version_dir: Path, meta: dict) -> Callable[[np.ndarray], dict]:
     import openvino as ov
 
-    hint = meta.get("inference_precision_hint", "f32")
+    # Exports made before runtime_config was recorded: their precision hint.
+    config = meta.get("runtime_config") or {
+        "INFERENCE_PRECISION_HINT": meta.get("inference_precision_hint", "f32"),
+        **layout.OPENVINO_RUNTIME_CONFIG,
+    }
     compiled = ov.Core().compile_model(
-        str(version_dir / layout.MODEL_FILES["openvino"]),
-        "CPU",
-        {"INFERENCE_PRECISION_HINT": hint},
+        str(version_dir / layout.MODEL_FILES["openvino"]), "CPU", config
     )
 
     def run(images):
         result = compiled(images)
         return {o.get_any_name(): result[o] for o in compiled.outputs}
 
+    run.compiled = compiled
     return run
 
 

@@ -44,6 +44,23 @@ PRECISIONS = {
 EXPORT_MODULES = {"onnx": ("tf2onnx", "onnx", "onnxruntime"), "openvino": ("openvino",)}
 SERVE_MODULES = {"onnx": ("onnxruntime",), "openvino": ("openvino",)}
 TRITON_CONFIG = "config.pbtxt"  # ONNX bases are Triton model repositories
+# Batch-1 latency settings of each runtime on CPU, recorded in export_meta.json
+# ("runtime_config", for a server) and applied by zoo predict and serve-bench
+# (docs/export.md, "Runtime settings"). ONNX Runtime: its own defaults made
+# explicit (every graph optimization, operators in sequence, one intra-op thread
+# per physical core), and no spinning of its threads between requests, which
+# otherwise keep a core busy for milliseconds after each call. OpenVINO: the
+# latency hint (one stream) and threads not pinned to cores, which a shared host
+# keeps busy. OpenVINO's entry is completed with the precision hint at export.
+ONNX_RUNTIME_CONFIG = {
+    "session_options": {
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "execution_mode": "ORT_SEQUENTIAL",
+        "intra_op_num_threads": 0,
+    },
+    "session_config_entries": {"session.force_spinning_stop": "1"},
+}
+OPENVINO_RUNTIME_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": "NO"}
 # Exports whose model is not a classifier or regressor (written by
 # zoo.export.generative): `zoo predict` points to their own signatures.
 GENERATIVE_SIGNATURES = {

@@ -96,7 +96,7 @@ def write(
             "onnx", missing, function, [model, preprocessing], why
         )
     onnx.save(proto, str(path / layout.MODEL_FILES["onnx"]))
-    return {"opset": OPSET}
+    return {"opset": OPSET, "runtime_config": layout.ONNX_RUNTIME_CONFIG}
 
 
 def published(base: Path) -> None:

@@ -70,4 +70,12 @@ def write(
         str(path / layout.MODEL_FILES["openvino"]),
         compress_to_fp16=precision == "float16",
     )
-    return {"inference_precision_hint": OPENVINO_HINTS[precision]}
+    hint = OPENVINO_HINTS[precision]
+    return {
+        "inference_precision_hint": hint,
+        # The whole compile configuration: a server's --plugin_config.
+        "runtime_config": {
+            "INFERENCE_PRECISION_HINT": hint,
+            **layout.OPENVINO_RUNTIME_CONFIG,
+        },
+    }
