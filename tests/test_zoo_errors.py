@@ -53,7 +53,7 @@ def test_unknown_model_lists_close_matches():
     with pytest.raises(
         ValueError,
         match=r"unknown model 'resnet19'\. Did you mean "
-        r"resnet18, .*\? Available: alexnet, ",
+        r"resnet18, .*\? Available: aae, alexnet, autoencoder, ",
     ):
         zoo.build("resnet19")
 
