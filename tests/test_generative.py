@@ -318,3 +318,8 @@ def test_dcgan_export_generates_by_default_and_predict_points_to_it(tmp_path, ca
     image = tmp_path / "gan" / "samples.png"
     refused = zoo_main("predict", out, image, capsys=capsys)
     one_line_error(refused, "Call the SavedModel's generate signature instead")
+    evaluated = zoo_main("evaluate", tmp_path / "gan", capsys=capsys)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "test D(x) " in evaluated.stdout and "on 360 samples of digits" in (
+        evaluated.stdout
+    )

@@ -269,10 +269,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from zoo import training
 
     metrics = training.evaluate(args.run_dir, dataset=args.dataset)
+    # A GAN's steps report no single loss: its headline names D(x) and D(G(z)).
+    loss = f", test loss {metrics['test_loss']:.4f}" if "test_loss" in metrics else ""
     print(
-        f"{args.run_dir}: {training.headline(metrics)}, test loss "
-        f"{metrics['test_loss']:.4f} on {metrics['test_size']} samples of "
-        f"{metrics['dataset']}"
+        f"{args.run_dir}: {training.headline(metrics)}{loss} on "
+        f"{metrics['test_size']} samples of {metrics['dataset']}"
     )
 
 

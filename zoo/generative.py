@@ -43,6 +43,12 @@ def has_prior(model: keras.Model) -> bool:
     )
 
 
+def image_shape(model: keras.Model) -> tuple[int, ...]:
+    """The images a generative model takes or makes (a GAN subclass has no
+    input of its own)."""
+    return tuple(image_maker(model).output_shape[1:])
+
+
 def latent_dim(model: keras.Model) -> int:
     return int(image_maker(model).input_shape[-1])
 

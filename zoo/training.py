@@ -21,7 +21,7 @@ import keras
 
 import data_pipelines as dp
 import zoo
-from zoo import files, recipe, runs
+from zoo import files, generative, recipe, runs
 from zoo.config import TrainConfig
 from zoo.evaluation import headline, test_metrics
 from zoo.runs import TrainingError, TrainResult
@@ -186,10 +186,15 @@ def evaluate(
         config.dataset = dataset
     splits = recipe.load_data(config)
     model = zoo.load_model(run / runs.BEST_MODEL)
-    if tuple(model.input_shape[1:]) != tuple(splits.info.input_shape):
+    takes = (
+        generative.image_shape(model)
+        if config.generative
+        else tuple(model.input_shape[1:])
+    )
+    if takes != tuple(splits.info.input_shape):
         raise ValueError(
             f"{config.dataset} gives inputs of shape {splits.info.input_shape} but "
-            f"the model takes {tuple(model.input_shape[1:])}; the run used "
+            f"the model takes {takes}; the run used "
             f"image_size={config.image_size}, channels={config.channels}."
         )
     return {

@@ -58,7 +58,7 @@ def export_generative(source: Source, base: Path, version: int | None) -> Path:
     model = source.model
     if version is not None:
         _check_version_free(base, version)
-    image_shape = tuple(generative.image_maker(model).output_shape[1:])
+    image_shape = generative.image_shape(model)
     preprocessing, spec = serving.serving_input(source, image_shape, True, None, None)
     archive, names = _archive(model, preprocessing, spec)
     samples = np.random.default_rng(0).integers(
