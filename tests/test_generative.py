@@ -323,3 +323,17 @@ def test_dcgan_export_generates_by_default_and_predict_points_to_it(tmp_path, ca
     assert "test D(x) " in evaluated.stdout and "on 360 samples of digits" in (
         evaluated.stdout
     )
+
+
+def test_finetune_classifies_with_an_autoencoders_encoder(ae_run, tmp_path):
+    """Unsupervised pretraining: zoo finetune puts a classifier on the codes."""
+    from zoo import transfer
+
+    result = transfer.finetune(
+        str(ae_run.run_dir), "digits", run_dir=str(tmp_path), verbose=0
+    )
+    names = [layer.name for layer in result.model.layers]
+    assert "code" in names and "decoder" not in " ".join(names)
+    assert result.model.get_layer("predictions").input.shape == (None, 16)
+    # Measured 0.77 (chance 0.10) with the default 5 + 10 epochs.
+    assert result.metrics["test_accuracy"] > 0.6

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from zoo import plots
 
+CODE_LAYERS = ("code", "z_mean")  # the encoders' output layers (z_mean: the VAE's)
 SAMPLE_GRID = 8  # samples.png: 8 x 8 draws from the prior
 RECONSTRUCTIONS = 16  # reconstructions.png: 16 inputs over their reconstructions
 
@@ -41,6 +42,28 @@ def has_prior(model: keras.Model) -> bool:
     return part(model, "generator") is not None or any(
         part(model, name) is not None for name in ("sampling", "discriminator")
     )
+
+
+def backbone(model: keras.Model) -> keras.Model:
+    """The part of a generative model that reads images, as a functional model
+    named after it, for fine-tuning a classifier on top (unsupervised
+    pretraining): an autoencoder's encoder giving its codes (the VAE's means),
+    or a GAN's discriminator (whose features Radford et al. classify with).
+    Any other model is returned as it is."""
+    if image_maker(model) is None:
+        return model
+    encoder = part(model, "encoder")
+    if encoder is not None:
+        return keras.Model(encoder.inputs, encoder.outputs[0], name=model.name)
+    discriminator = part(model, "discriminator")
+    return keras.Model(discriminator.inputs, discriminator.outputs, name=model.name)
+
+
+def codes_layer(model: keras.Model) -> str | None:
+    """The name of an encoder backbone's code layer (its output: the features a
+    new head takes whole), or None for other models."""
+    name = model.layers[-1].name if model.layers else None
+    return name if name in CODE_LAYERS else None
 
 
 def image_shape(model: keras.Model) -> tuple[int, ...]:

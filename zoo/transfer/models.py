@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 import zoo
+from zoo import generative
 from zoo.blocks import nested_layers
 from zoo.files import brief
 from zoo.runs import RUN_MODEL_FILES
@@ -31,8 +32,10 @@ _POOLS = (
 
 
 def load_pretrained(source: str | os.PathLike | keras.Model) -> keras.Model:
-    """A trained model from a run directory (best.keras), a .keras file or a model."""
+    """A trained model from a run directory (best.keras), a .keras file or a model;
+    for an autoencoder its encoder, for a GAN its discriminator."""
     if isinstance(source, keras.Model):
+        source = generative.backbone(source)
         try:
             source.inputs  # noqa: B018  (a Sequential model without Input has none)
         except AttributeError:
@@ -68,7 +71,8 @@ def load_pretrained(source: str | os.PathLike | keras.Model) -> keras.Model:
             "directory (with best.keras), a .keras file or a keras.Model; for "
             f"keras.applications backbones use {KERAS_PREFIX}NAME.{hint}"
         )
-    return zoo.load_model(path, compile=False)  # a bad file: one line naming it
+    # a bad file: one line naming it; an autoencoder or GAN: its image reader
+    return generative.backbone(zoo.load_model(path, compile=False))
 
 
 def _layer_of(tensor) -> keras.Layer:
@@ -173,7 +177,8 @@ def from_pretrained(
         weights, every layer trainable: call `freeze` before training the head.
     """
     pretrained = load_pretrained(source)
-    features = _feature_tensor(pretrained, cut)
+    # An encoder's codes are its features: the new head takes them whole.
+    features = _feature_tensor(pretrained, cut or generative.codes_layer(pretrained))
     model = _with_head(
         # one input as a tensor, not a list: the model is then called on an array
         # as the source was, without Keras' input-structure warning
