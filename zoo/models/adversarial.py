@@ -310,8 +310,11 @@ def build(
     del num_classes
     if kind not in KINDS:
         raise ValueError(f"{name}: unknown kind {kind!r}; allowed: {', '.join(KINDS)}.")
-    given = {"latent_dim": latent_dim, "filters": filters}
-    given["discriminator_units"] = discriminator_units
+    given = {
+        "latent_dim": latent_dim,
+        "filters": filters,
+        "discriminator_units": discriminator_units,
+    }
     extra = sorted(
         k for k, v in given.items() if v is not None and k not in KINDS[kind]
     )
