@@ -69,7 +69,8 @@ RECIPES = {
     # after 32 epochs, 311 s) over batches of 32 at 5e-4 (7.19; a cosine decay
     # did not help, 7.08), of 64 at 2e-4 (5.7-6.0) and the default widths
     # (64, 128), whose generator costs ~2.5x as much per epoch for no better
-    # score after 8 epochs.
+    # score after 8 epochs. After 16 epochs: 7.15; batch_norm=True (batch norm in
+    # the discriminator too) 6.38; dropout=0.3 7.05.
     "dcgan": Recipe(
         options={"filters": (32, 64)},
         adam={"learning_rate": 5e-4, "beta_1": 0.5},
