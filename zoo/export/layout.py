@@ -50,8 +50,7 @@ TRITON_CONFIG = "config.pbtxt"  # ONNX bases are Triton model repositories
 # explicit (every graph optimization, operators in sequence, one intra-op thread
 # per physical core), and no spinning of its threads between requests, which
 # otherwise keep a core busy for milliseconds after each call. OpenVINO: the
-# latency hint (one stream) and threads not pinned to cores, which a shared host
-# keeps busy. OpenVINO's entry is completed with the precision hint at export.
+# latency hint (one stream), completed with the precision hint at export.
 ONNX_RUNTIME_CONFIG = {
     "session_options": {
         "graph_optimization_level": "ORT_ENABLE_ALL",
@@ -60,7 +59,7 @@ ONNX_RUNTIME_CONFIG = {
     },
     "session_config_entries": {"session.force_spinning_stop": "1"},
 }
-OPENVINO_RUNTIME_CONFIG = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": "NO"}
+OPENVINO_RUNTIME_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 # Exports whose model is not a classifier or regressor (written by
 # zoo.export.generative): `zoo predict` points to their own signatures.
 GENERATIVE_SIGNATURES = {
