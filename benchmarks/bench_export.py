@@ -6,7 +6,9 @@ P3b: batch-64 throughput of `serving_default` >= 1.0x `model.predict`.
 P3c (`--formats`): batch-1 latency of the fastest format (SavedModel, ONNX
 Runtime, OpenVINO) / this project's SavedModel, goal <= 0.4 for resnet50; with
 each format's export time (conversion and verification) and size, timed by
-`zoo.export.serve_bench` (interleaved over the formats, median).
+`zoo.export.serve_bench` (interleaved over the formats, median), each runtime
+with the settings the export records (`runtime_config`), or with the runtimes'
+defaults (`--runtime-defaults`, for comparison).
 Precision (`--precision`): batch-1 latency and batch-64 images/s of every
 precision each format serves, interleaved, median.
 
@@ -21,7 +23,7 @@ its difference). The same export with its convolution filters kept as variables
 (`freeze_filters=False`) is timed at batch 1 in the same loop, for comparison.
 
     python3 benchmarks/bench_export.py [--models lenet5,resnet20] [--repeats 15]
-        [--fold-batch-norm | --formats | --precision]
+        [--fold-batch-norm | --formats [--runtime-defaults] | --precision]
 """
 
 from __future__ import annotations
@@ -124,9 +126,20 @@ def _size_mb(version_dir: Path, fmt: str) -> float:
     return sum(p.stat().st_size for p in paths if p.is_file()) / 1e6
 
 
-def bench_formats(name: str, shape: tuple[int, ...], repeats: int, work: str) -> list:
+# What runtime_config says when a server (or this benchmark) leaves every
+# setting to ONNX Runtime's and OpenVINO's defaults (the precision stays f32).
+RUNTIME_DEFAULTS = {
+    "onnx": {"session_options": {}, "session_config_entries": {}},
+    "openvino": {"INFERENCE_PRECISION_HINT": "f32"},
+}
+
+
+def bench_formats(
+    name: str, shape: tuple[int, ...], repeats: int, work: str, defaults: bool
+) -> list:
     """P3c rows of one model: each format's batch-1 and batch-64 medians, export
-    time and size, from one interleaved `serve_bench` over the three formats."""
+    time and size, from one interleaved `serve_bench` over the three formats
+    (`defaults`: ONNX Runtime and OpenVINO with their default settings)."""
     import keras
 
     keras.utils.set_random_seed(0)
@@ -138,8 +151,12 @@ def bench_formats(name: str, shape: tuple[int, ...], repeats: int, work: str) ->
         # ONNX Runtime and OpenVINO fold the batch norms into the convolutions,
         # which moves an initial ResNet-50's probabilities by ~1e-4 (float32
         # rounding, as --fold-batch-norm does): the table shows the difference.
-        export.export(model, base, format=fmt, tolerance=1e-3)
+        path = export.export(model, base, format=fmt, tolerance=1e-3)
         seconds[fmt] = time.perf_counter() - start  # conversion and verification
+        if defaults and fmt in RUNTIME_DEFAULTS:
+            meta = json.loads((path / export.META_FILE).read_text())
+            meta["runtime_config"] = RUNTIME_DEFAULTS[fmt]
+            (path / export.META_FILE).write_text(json.dumps(meta))
     table = export.serve_bench(base, (1, 64), repeats=repeats)
     rows = []
     for fmt, timings in table.groupby("format", sort=False):
@@ -161,11 +178,18 @@ def bench_formats(name: str, shape: tuple[int, ...], repeats: int, work: str) ->
     return rows
 
 
-def print_formats(rows: list, repeats: int) -> None:
+def print_formats(rows: list, repeats: int, defaults: bool) -> None:
+    settings = (
+        "runtime defaults"
+        if defaults
+        else f"ONNX Runtime {export.layout.ONNX_RUNTIME_CONFIG}, OpenVINO "
+        f"{export.layout.OPENVINO_RUNTIME_CONFIG}"
+    )
     print(
         f"Formats side by side, {time.strftime('%Y-%m-%d')}, CPU ({os.cpu_count()} "
         f"cores, load average {_load()}), float32, default exports, median of "
-        f"{repeats} calls interleaved over the formats (zoo.export.serve_bench)\n"
+        f"{repeats} calls interleaved over the formats (zoo.export.serve_bench); "
+        f"{settings}\n"
     )
     print(
         "| model | input | format | b1 ms | P3c: b1 / SavedModel (goal <= "
@@ -251,20 +275,37 @@ def main() -> None:
     table.add_argument("--fold-batch-norm", action="store_true")
     table.add_argument("--formats", action="store_true", help="P3c table")
     table.add_argument("--precision", action="store_true", help="precision table")
+    parser.add_argument(
+        "--runtime-defaults",
+        action="store_true",
+        help="--formats with ONNX Runtime's and OpenVINO's default settings",
+    )
     args = parser.parse_args()
     names = args.models.split(",")
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
-    if args.formats or args.precision:
-        bench, show = (
-            (bench_formats, print_formats)
-            if args.formats
-            else (bench_precision, print_precision)
-        )
+    if args.runtime_defaults and not args.formats:
+        parser.error("--runtime-defaults applies to --formats")
+    if args.formats:
         with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
-            rows = [r for n in names for r in bench(n, MODELS[n], args.repeats, work)]
-        show(rows, args.repeats)
+            rows = [
+                r
+                for n in names
+                for r in bench_formats(
+                    n, MODELS[n], args.repeats, work, args.runtime_defaults
+                )
+            ]
+        print_formats(rows, args.repeats, args.runtime_defaults)
+        return
+    if args.precision:
+        with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
+            rows = [
+                r
+                for n in names
+                for r in bench_precision(n, MODELS[n], args.repeats, work)
+            ]
+        print_precision(rows, args.repeats)
         return
     with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
         rows = [
