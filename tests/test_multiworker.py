@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ from conftest import RUN_FILES
 from test_training import one_line_error, zoo_main
 
 import zoo
+from zoo import cluster
 
 # Every worker of these tests trains this; `digits` at 16x16 keeps epochs short.
 TRAIN = ["--dataset", "digits", "--batch-size", "64"]
@@ -195,6 +197,31 @@ def test_a_killed_worker_stops_the_other_and_every_worker_resumes(tmp_path):
     history = pd.read_csv(run / "history.csv")
     assert list(history["epoch"]) == [0, 1, 2, 3, 4]
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 5
+
+
+def test_the_reaper_destroys_dropped_iterators_in_its_own_thread():
+    """What a multi-worker fit drops is destroyed by the reaper's thread (where a
+    destructor may wait, see cluster._IteratorReaper), and only once nothing
+    else refers to it."""
+    destroyed = {}
+
+    class Iterator:
+        def __init__(self, name):
+            self.name = name
+
+        def __del__(self):
+            destroyed[self.name] = threading.current_thread().name
+
+    reaper = cluster._IteratorReaper()
+    kept, dropped = Iterator("kept"), Iterator("dropped")
+    reaper.hold(kept)
+    reaper.hold(dropped)
+    del dropped
+    deadline = time.monotonic() + 10 * cluster.REAP_EVERY_SECONDS
+    while not destroyed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert destroyed == {"dropped": "zoo-reaper"}
+    assert reaper.held == [kept]
 
 
 def test_tf_config_is_checked_before_anything_is_written(tmp_path, monkeypatch, capsys):

@@ -18,6 +18,8 @@ import math
 import os
 import re
 import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -191,7 +193,12 @@ def _fit_under_workers() -> None:
       the workers when read (one all-reduce per epoch). Only the per-step
       progress bar shows this worker's own running values.
 
-    Both changes act only under a multi-worker strategy.
+    A third change takes the destruction of spent input iterators off the
+    training thread (`_IteratorReaper`): Keras makes two iterators per epoch and
+    drops the last epoch's when the next one starts, and under this strategy that
+    drop blocked the training thread for up to the epoch's length.
+
+    All three act only under a multi-worker strategy.
     """
     import tensorflow as tf
     from keras.src import tree
@@ -230,9 +237,83 @@ def _fit_under_workers() -> None:
             return tree.map_structure(lambda v: local(v)[0], values)
         return reduce(values, strategy, reduction)
 
+    get_iterator = trainer.TFEpochIterator._get_iterator
+
+    def reaped_iterators(self):
+        dataset = get_iterator(self)
+        if not multi_worker(self._distribute_strategy):
+            return dataset
+        return _Reaped(dataset)
+
     trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
     trainer.reduce_per_replica = reduce_per_replica
+    trainer.TFEpochIterator._get_iterator = reaped_iterators
     trainer._zoo_multi_worker = True
+
+
+class _Reaped:
+    """A distributed dataset whose iterators the reaper holds (and destroys)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __iter__(self):
+        iterator = iter(self.dataset)
+        _reaper().hold(iterator)
+        return iterator
+
+
+class _IteratorReaper:
+    """Destroys the input iterators Keras has dropped, in a thread of its own.
+
+    Destroying a tf.data iterator joins its autotuning thread, which sleeps until
+    its next tuning round (the interval doubles from 10 ms up to a minute), and
+    the cancellation meant to wake it can lose a race: TensorFlow's
+    CancellationManager runs its callbacks (the wake-up) before it marks itself
+    cancelled, so a thread that wakes and checks in between sleeps on. Under
+    this strategy every iterator is a MultiDeviceIterator with two such threads,
+    and on busy cores the race was often lost: the training thread, which drops
+    the last epoch's iterator as the next epoch starts, waited there for
+    seconds, and the other workers waited for it in the first collective.
+    Holding each iterator here and dropping it from this thread once Keras has
+    let go of it (the destructor releases the GIL) leaves the training thread
+    free; the iterators are the same, made in the same order.
+
+    The thread is not a daemon (a daemon thread inside TensorFlow's destructors
+    at exit aborts the process): it ends once the main thread has, dropping what
+    it still holds.
+    """
+
+    def __init__(self):
+        self.held: list = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self.run, name="zoo-reaper").start()
+
+    def hold(self, iterator) -> None:
+        with self.lock:
+            self.held.append(iterator)
+
+    def run(self) -> None:
+        while threading.main_thread().is_alive():
+            time.sleep(REAP_EVERY_SECONDS)
+            with self.lock:
+                # getrefcount counts the list's reference and its own argument's.
+                held = range(len(self.held))
+                spent = [i for i in held if sys.getrefcount(self.held[i]) <= 2]
+                dropped = [self.held.pop(i) for i in reversed(spent)]
+            dropped.clear()  # the destructors run here, off the training thread
+        with self.lock:
+            dropped, self.held = self.held, []
+        dropped.clear()
+
+
+# How often the reaper looks for iterators Keras has dropped.
+REAP_EVERY_SECONDS = 0.2
+
+
+@functools.cache
+def _reaper() -> _IteratorReaper:
+    return _IteratorReaper()
 
 
 def average_moving_statistics():
