@@ -68,9 +68,9 @@ EXPECTED_PARAMS = {
     + 18_464
     + 289,
     # aae: the conv autoencoder's layers with an 8-unit code, and a discriminator
-    # 8-256-256-1 on the codes. dcgan: generator 100 -> 7x7x128 -> transposed convs
-    # of 128 and 64 (no bias, batch norm: 2 weights per channel) -> 3x3 conv to one
-    # channel; discriminator: 3x3 stride-2 convs of 64 and 128, one sigmoid unit.
+    # 8-256-256-1 on the codes. dcgan: generator 100 -> 7x7x128 -> 5x5 transposed
+    # convs of 128 and 64 (no bias, batch norm: 2 weights per channel) -> 3x3 conv
+    # to one channel; discriminator: 5x5 stride-2 convs of 64 and 128, one sigmoid.
     "aae": 320
     + 18_496
     + (3136 * 8 + 8)
@@ -83,13 +83,13 @@ EXPECTED_PARAMS = {
     + 257,
     "dcgan": 100 * 6272
     + 2 * 6272
-    + 9 * 128 * 128
+    + 25 * 128 * 128
     + 2 * 128
-    + 9 * 128 * 64
+    + 25 * 128 * 64
     + 2 * 64
     + (9 * 64 + 1)
-    + (9 * 64 + 64)
-    + (9 * 64 * 128 + 128)
+    + (25 * 64 + 64)
+    + (25 * 64 * 128 + 128)
     + (6272 + 1),
 }
 SLOW = {"resnet101", "resnet152", "resnet110", "vgg19", "vgg13"}

@@ -216,7 +216,7 @@ register(
 )
 for _name, _task, _params in [
     ("aae", "reconstruction", 196_170),
-    ("dcgan", "generation", 942_658),
+    ("dcgan", "generation", 1_467_970),
 ]:
     register(
         _name,

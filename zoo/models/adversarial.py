@@ -236,6 +236,13 @@ class DCGAN(Adversarial):
     PLAYERS = ("generator", "discriminator")
     METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 
+    def __init__(self, label_smoothing: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.label_smoothing = float(label_smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
     @property
     def sampler(self) -> keras.Model:
         return self.generator
@@ -256,7 +263,10 @@ class DCGAN(Adversarial):
     def _discrimination(self, x, key, training):
         real = self.discriminator(x, training=training)
         fake = self._fake(x, key, training)
-        loss = (_bce(1.0, real) + _bce(0.0, fake)) / 2
+        # One-sided label smoothing (Salimans et al. 2016): real targets
+        # 1 - label_smoothing, fake ones 0. Keras' label_smoothing would move
+        # both (to 1 - s/2 and s/2).
+        loss = (_bce(1.0 - self.label_smoothing, real) + _bce(0.0, fake)) / 2
         return loss, {
             "d_loss": loss,
             "d_real": ops.mean(real),
@@ -281,7 +291,12 @@ def _probability(inputs, features, k: blocks.Knobs) -> keras.Model:
 # Each model's options and their defaults: the registry passes `kind`.
 KINDS: dict[str, dict[str, Any]] = {
     "aae": {"latent_dim": 8, "filters": (32, 64), "discriminator_units": (256, 256)},
-    "dcgan": {"latent_dim": 100, "filters": (64, 128)},
+    "dcgan": {
+        "latent_dim": 100,
+        "filters": (64, 128),
+        "kernel_size": 5,
+        "label_smoothing": 0.1,
+    },
 }
 
 
@@ -294,15 +309,20 @@ def build(
     latent_dim: int | None = None,
     filters: tuple[int, ...] | None = None,
     discriminator_units: tuple[int, ...] | None = None,
+    kernel_size: int | None = None,
+    label_smoothing: float | None = None,
     **common: Any,
 ) -> keras.Model:
     """An adversarial autoencoder (`kind="aae"`) or a DCGAN (`kind="dcgan"`).
 
     Both take `latent_dim` (aae: the code size, 8; dcgan: the noise size, 100)
-    and `filters`: one strided 3x3 convolution per entry in the encoder (aae,
-    (32, 64)) or the discriminator (dcgan, (64, 128)), mirrored by transposed
-    convolutions in the decoder / generator. The aae's discriminator on the
-    codes has one Dense layer per `discriminator_units` entry ((256, 256)).
+    and `filters`: one strided convolution per entry in the encoder (aae, 3x3,
+    (32, 64)) or the discriminator (dcgan, `kernel_size` 5x5 as in the paper,
+    (64, 128)), mirrored by transposed convolutions in the decoder / generator.
+    The dcgan's `label_smoothing` (0.1) sets the real images' target in the
+    discriminator's step to 1 - label_smoothing (one-sided). The aae's
+    discriminator on the codes has one Dense layer per `discriminator_units`
+    entry ((256, 256)).
     The knobs apply to every player, `dropout` before the discriminator's
     output only; the DCGAN generator always has batch norm (the paper's), and
     `batch_norm=True` adds it to the discriminator. `num_classes` is ignored.
@@ -314,6 +334,8 @@ def build(
         "latent_dim": latent_dim,
         "filters": filters,
         "discriminator_units": discriminator_units,
+        "kernel_size": kernel_size,
+        "label_smoothing": label_smoothing,
     }
     extra = sorted(
         k for k, v in given.items() if v is not None and k not in KINDS[kind]
@@ -334,6 +356,18 @@ def build(
     for key in ("filters", "discriminator_units"):
         if key in options:
             options[key] = autoencoder.check_widths(name, options[key], key)
+    if "kernel_size" in options:
+        options["kernel_size"] = autoencoder.check_size(
+            name, options["kernel_size"], "kernel_size"
+        )
+    smoothing = options.get("label_smoothing", 0.0)
+    if isinstance(smoothing, bool) or not isinstance(smoothing, int | float):
+        smoothing = -1
+    if not 0 <= smoothing < 1:
+        raise ValueError(
+            f"{name}: label_smoothing must be a number in [0, 1); received "
+            f"{options['label_smoothing']!r}."
+        )
     k = autoencoder.knobs(name, "conv", input_shape, options["filters"], common)
     builder = _aae if kind == "aae" else _dcgan
     return builder(tuple(input_shape), name, k, **options)
@@ -357,7 +391,7 @@ def _aae(input_shape, name, k, *, latent_dim, filters, discriminator_units):
     )
 
 
-def _dcgan(input_shape, name, k, *, latent_dim, filters):
+def _dcgan(input_shape, name, k, *, latent_dim, filters, kernel_size, label_smoothing):
     kd = replace(k, activation=k.activation or "leaky_relu")
     decoder = autoencoder.decoder(
         latent_dim,
@@ -365,12 +399,14 @@ def _dcgan(input_shape, name, k, *, latent_dim, filters):
         replace(k, batch_norm=True, dropout=0.0),
         "conv",
         filters,
+        kernel_size,
     )
     images = keras.Input(input_shape, name="images")
     features = autoencoder.encoder_body(
-        images, replace(kd, dropout=0.0), "conv", filters
+        images, replace(kd, dropout=0.0), "conv", filters, kernel_size
     )
     return DCGAN(
+        label_smoothing=label_smoothing,
         # The autoencoder's decoder is the DCGAN generator; renamed as a player.
         generator=keras.Model(decoder.inputs, decoder.outputs, name="generator"),
         discriminator=_probability(images, features, kd),

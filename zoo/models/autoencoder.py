@@ -100,11 +100,14 @@ def check_image(name: str, input_shape: tuple[int, ...], depth: int) -> None:
         )
 
 
-def encoder_body(x, k: blocks.Knobs, kind: str, widths: tuple[int, ...]):
-    """Strided 3x3 convolutions (conv) or Dense layers (dense), then Flatten."""
+def encoder_body(
+    x, k: blocks.Knobs, kind: str, widths: tuple[int, ...], kernel_size: int = 3
+):
+    """Strided `kernel_size` convolutions (conv) or Dense layers (dense), then
+    Flatten."""
     if kind == "conv":
         for i, f in enumerate(widths, 1):
-            x = k.conv(x, f, 3, strides=2, name=f"enc_conv{i}")
+            x = k.conv(x, f, kernel_size, strides=2, name=f"enc_conv{i}")
         return layers.Flatten(name="enc_flatten")(x)
     x = layers.Flatten(name="enc_flatten")(x)
     for i, n in enumerate(widths, 1):
@@ -118,9 +121,11 @@ def decoder(
     k: blocks.Knobs,
     kind: str,
     widths: tuple[int, ...],
+    kernel_size: int = 3,
 ) -> keras.Model:
     """codes -> images in [0, 1]: the encoder's layers mirrored (transposed strided
-    convolutions, or Dense layers), a sigmoid output in float32."""
+    `kernel_size` convolutions, or Dense layers), a 3x3 sigmoid convolution out
+    (conv) in float32."""
     codes = keras.Input((code_size,), name="codes")
     if kind == "conv":
         step = 2 ** len(widths)
@@ -130,7 +135,7 @@ def decoder(
         for i, f in enumerate(reversed(widths), 1):
             x = layers.Conv2DTranspose(
                 f,
-                3,
+                kernel_size,
                 strides=2,
                 padding="same",
                 use_bias=not k.batch_norm,

@@ -60,24 +60,28 @@ def build(
     latent_dim: int = 16,
     filters: tuple[int, ...] = (32, 64),
     beta: float = 1.0,
+    kernel_size: int = 3,
     **common: Any,
 ) -> keras.Model:
     """A convolutional VAE with a `latent_dim` Gaussian latent (2 gives a latent
-    map to look at), one strided 3x3 convolution per `filters` entry, and the
-    KL term weighted by `beta` (beta-VAE; 1 is the ELBO). `num_classes` is
-    ignored."""
+    map to look at), one strided `kernel_size` convolution per `filters` entry
+    (mirrored in the decoder), and the KL term weighted by `beta` (beta-VAE; 1 is
+    the ELBO). `num_classes` is ignored."""
     del num_classes
     latent_dim = autoencoder.check_size(name, latent_dim, "latent_dim")
     widths = autoencoder.check_widths(name, filters, "filters")
+    kernel_size = autoencoder.check_size(name, kernel_size, "kernel_size")
     if isinstance(beta, bool) or not isinstance(beta, int | float) or not beta >= 0:
         raise ValueError(f"{name}: beta must be a number >= 0; received {beta!r}.")
     k = autoencoder.knobs(name, "conv", input_shape, widths, common)
     images = keras.Input(input_shape, name="images")
-    features = autoencoder.encoder_body(images, k, "conv", widths)
+    features = autoencoder.encoder_body(images, k, "conv", widths, kernel_size)
     mean = layers.Dense(latent_dim, name="z_mean", **k._layer_args())(features)
     log_var = layers.Dense(latent_dim, name="z_log_var", **k._layer_args())(features)
     encoder = keras.Model(images, [mean, log_var], name="encoder")
     inputs = keras.Input(input_shape, name="inputs")
     z = Sampling(math.prod(input_shape), float(beta), name="sampling")(encoder(inputs))
-    decoder = autoencoder.decoder(latent_dim, tuple(input_shape), k, "conv", widths)
+    decoder = autoencoder.decoder(
+        latent_dim, tuple(input_shape), k, "conv", widths, kernel_size
+    )
     return keras.Model(inputs, decoder(z), name=name)
