@@ -82,7 +82,9 @@ RECIPES = {
         batch_size=16,
     ),
     "aae": Recipe(adam={"learning_rate": 1e-3}),
-    "vae": Recipe(adam={"learning_rate": 1e-3}),
+    # 5x5 kernels score more per minute than 3x3 (after 30 epochs 6.59 in 125 s
+    # against 6.10 in 122 s; 3x3 after 120 epochs, 467 s: 6.77).
+    "vae": Recipe(options={"kernel_size": 5}, adam={"learning_rate": 1e-3}, epochs=60),
 }
 
 
