@@ -19,7 +19,7 @@ import pytest
 from conftest import RUN_FILES
 
 import zoo
-from zoo import blocks, cli, training, transfer
+from zoo import blocks, cli, generative, training, transfer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -41,6 +41,11 @@ CUT_AT = {
     "inception": "avg_pool",
     "mlp": "dense2_act",
     "recurrent": "recurrent1",
+    # generative models: the encoder's codes whole (the VAE's means), or the GAN
+    # discriminator's last feature layer
+    "autoencoder": "code",
+    "vae": "z_mean",
+    "adversarial": "enc_flatten",
 }
 
 
@@ -72,11 +77,17 @@ def test_from_pretrained_replaces_the_head_of_every_model(name):
     assert model.output_shape == (None, 3)
     assert model.name == f"{name}_transfer"
     names = [layer.name for layer in model.layers]
-    assert names[-2] == CUT_AT.get(card.family, "flatten")
+    cut = "code" if name == "aae" else CUT_AT.get(card.family, "flatten")
+    assert names[-2] == cut
     assert names.count("predictions") == 1 and "fc1" not in names
-    # the backbone is the source's own layers: same weights, nothing copied
+    # the backbone is the source's own layers (a generative model's encoder or
+    # discriminator): same weights, nothing copied
+    owner = generative.part(source, "encoder") or generative.part(
+        source, "discriminator"
+    )
+    owner = owner if card.task != "classification" else source
     kept = [layer for layer in model.layers[:-1] if layer.weights]
-    assert all(layer is source.get_layer(layer.name) for layer in kept)
+    assert all(layer is owner.get_layer(layer.name) for layer in kept)
     assert all(layer.trainable for layer in model.layers)
 
 
