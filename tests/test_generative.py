@@ -4,32 +4,28 @@ refuse the options that need labels."""
 
 import csv
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import RUN_FILES
 
 import data_pipelines as dp
 import zoo
-from tests.test_training import max_diff, one_line_error, weights, zoo_cli, zoo_main
+from tests.test_training import (
+    kill_after,
+    max_diff,
+    one_line_error,
+    weights,
+    zoo_cli,
+    zoo_main,
+)
 from zoo import generative, training
 
-GENERATIVE_FILES = {
-    "config.json",
-    "dataset.json",
-    "best.keras",
-    "last.keras",
-    "checkpoints",
-    "history.csv",
-    "tensorboard",
-    "loss.png",
+# A classifier's run files, with an autoencoder's figures instead of accuracy's.
+GENERATIVE_FILES = RUN_FILES - {"accuracy.png", "confusion_matrix.png"} | {
     "mse.png",
-    "metrics.json",
     "reconstructions.png",
 }
 
@@ -214,21 +210,7 @@ def test_gan_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         str(tmp_path),
     ]
     assert zoo_cli(*args, "--name", "full", cwd=tmp_path).returncode == 0
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", *args, "--name", "cut"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        meta = cut / "checkpoints" / "progress.json"
-        if meta.exists() and json.loads(meta.read_text())["epoch"] >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cut = kill_after(args, tmp_path / "cut", epochs=2)
     done = len(pd.read_csv(cut / "history.csv"))
     assert 2 <= done < 6, "the kill must land mid-training"
     out = zoo_cli("train", "--resume", str(cut), cwd=tmp_path)

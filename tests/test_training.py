@@ -41,6 +41,26 @@ def zoo_main(*args, capsys):
     return subprocess.CompletedProcess(args, code, out.out, out.err)
 
 
+def kill_after(args, run, epochs):
+    """Start `zoo <args> --name <run.name>` in a process (cwd: run's parent) and
+    SIGKILL it once `epochs` epochs are checkpointed; the run directory."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", *args, "--name", run.name],
+        cwd=run.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        meta = run / "checkpoints" / "progress.json"
+        if meta.exists() and json.loads(meta.read_text())["epoch"] >= epochs:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return run
+
+
 def weights(path):
     return zoo.load_model(path).get_weights()
 
@@ -132,21 +152,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
         str(tmp_path),
     ]
     assert zoo_cli(*args, "--name", "full", cwd=tmp_path).returncode == 0
-    cut = tmp_path / "cut"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", *args, "--name", "cut"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        meta = cut / "checkpoints" / "progress.json"
-        if meta.exists() and json.loads(meta.read_text())["epoch"] >= 3:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cut = kill_after(args, tmp_path / "cut", epochs=3)
     done = len(pd.read_csv(cut / "history.csv"))
     assert 3 <= done < 8, "the kill must land mid-training"
 

@@ -47,11 +47,6 @@ IMAGE_TOLERANCE = 1
 VERIFY_SEED, VERIFY_COUNT = 7, 8
 
 
-def is_generative(model: keras.Model) -> bool:
-    """Whether `model` makes images (has a decoder or generator sub-model)."""
-    return generative.image_maker(model) is not None
-
-
 def export_generative(source: Source, base: Path, version: int | None) -> Path:
     """Write, verify and publish the generative signatures of `source.model` as
     `<base>/<version>` (next free version when None)."""
