@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -229,19 +230,46 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     ],
 )
 def test_gpu_options_train_correctly_on_cpu(options, tmp_path):
-    result = training.train(
-        "lenet5",
-        "digits",
-        image_size=16,
-        epochs=6,
-        run_dir=str(tmp_path),
-        verbose=0,
-        **options,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = training.train(
+            "lenet5",
+            "digits",
+            image_size=16,
+            epochs=6,
+            run_dir=str(tmp_path),
+            verbose=0,
+            **options,
+        )
+    # Keras only warns when it turns jit_compile off (under op determinism).
+    assert not [w for w in caught if "jit_compile" in str(w.message)]
     assert result.metrics["test_accuracy"] > 0.6
     assert keras.mixed_precision.dtype_policy().name == "float32"  # restored
     x = np.zeros((2, 16, 16, 1), "float32")
     assert result.model(x).dtype == "float32"  # outputs stay float32
+
+
+def test_a_deterministic_run_leaves_op_determinism_as_it_found_it(tmp_path):
+    """--deterministic turns TensorFlow's op determinism on for the run only (a
+    failed one too): a notebook's next run is neither slowed by it nor denied
+    XLA, which Keras turns off under determinism."""
+    from tensorflow.python.framework import config as tf_config
+
+    assert not tf_config.is_op_determinism_enabled()
+    training.train("mlp", "digits", epochs=1, deterministic=True,
+                   run_dir=str(tmp_path), name="on", verbose=0)  # fmt: skip
+    assert not tf_config.is_op_determinism_enabled()
+    with pytest.raises(ValueError, match="does not exist"):
+        training.train("mlp", f"idx:{tmp_path / 'none'}", deterministic=True,
+                       run_dir=str(tmp_path), verbose=0)  # fmt: skip
+    assert not tf_config.is_op_determinism_enabled()
+    tf_config.enable_op_determinism()  # the process's own setting is kept
+    try:
+        training.train("mlp", "digits", epochs=1, deterministic=True,
+                       run_dir=str(tmp_path), name="kept", verbose=0)  # fmt: skip
+        assert tf_config.is_op_determinism_enabled()
+    finally:
+        tf_config.disable_op_determinism()
 
 
 def test_toml_config_supplies_every_flag(tmp_path):
@@ -334,6 +362,11 @@ def one_line_error(out, message):
         (["--image-size", "0"], "image_size must be an int >= 1 (or [height, width])"),
         (["--name", "../x"], "name='../x' is not a directory name; pass a plain"),
         (["--dataset", "idx:AFILE"], "afile' is a file; pass the directory holding it"),
+        (
+            ["--deterministic", "--jit-compile"],
+            "deterministic and jit_compile cannot be combined: Keras turns XLA off "
+            "under TensorFlow's op determinism; drop --jit-compile or --deterministic.",
+        ),
     ],
 )
 def test_cli_bad_training_input(args, message, tmp_path, capsys):

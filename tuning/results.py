@@ -504,21 +504,22 @@ class SearchResult:
             run_dir=str(self.directory),
             export=str(base_dir),
         )
-        splits = recipe.prepare(config)
-        run = runs.start(config, splits, path=self.directory / "retrained")
         extra = {
             "trained_on": "train+val",
             "trial_id": trial.trial_id,
             "hyperparameters": self.best_hyperparameters,
         }
-        return runs.execute(
-            run,
-            _train_and_val(splits, config),
-            lambda: model_maker.build_model(**kwargs),
-            [runs.Phase(config)],
-            extra_metrics=extra,
-            verbose=verbose,
-        )
+        with recipe.determinism(config):
+            splits = recipe.prepare(config)
+            run = runs.start(config, splits, path=self.directory / "retrained")
+            return runs.execute(
+                run,
+                _train_and_val(splits, config),
+                lambda: model_maker.build_model(**kwargs),
+                [runs.Phase(config)],
+                extra_metrics=extra,
+                verbose=verbose,
+            )
 
     def _space(self) -> spaces.Space | None:
         """The space of the search: the one given, or a space of the project's own

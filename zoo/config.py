@@ -333,6 +333,12 @@ class TrainConfig:
             raise ValueError(
                 f"label_smoothing must be in [0, 1); received {self.label_smoothing!r}."
             )
+        if self.deterministic and self.jit_compile:
+            raise ValueError(
+                "deterministic and jit_compile cannot be combined: Keras turns XLA "
+                "off under TensorFlow's op determinism; drop --jit-compile or "
+                "--deterministic."
+            )
         self._validate_schedule()
         self._validate_task()
         if self.regression and (self.from_logits or self.label_smoothing):

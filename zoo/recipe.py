@@ -7,11 +7,14 @@ a run, a fine-tuning phase and a tuner trial train with the same recipe.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
 
 import data_pipelines as dp
 from zoo.config import TrainConfig
@@ -262,10 +265,25 @@ def prepare(config: TrainConfig) -> dp.Splits:
 
 
 def set_seeds(config: TrainConfig) -> None:
-    """Seed Python, NumPy and Keras; with `deterministic`, TensorFlow's ops too."""
+    """Seed Python, NumPy and Keras (TensorFlow's global seed with them)."""
     keras.utils.set_random_seed(config.seed)
+
+
+@contextlib.contextmanager
+def determinism(config: TrainConfig) -> Iterator[None]:
+    """With `deterministic`, TensorFlow's op determinism from the data's making
+    (tf.data reads it when datasets are made) to the run's end, then the
+    process's own setting again: left on, it would slow a notebook's next runs
+    and make Keras turn their jit_compile off. TensorFlow offers no public way
+    to turn it off or read it; these are the functions Keras itself reads."""
+    was_on = tf_config.is_op_determinism_enabled()
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
 
 
 def distribution(config: TrainConfig) -> tf.distribute.Strategy:

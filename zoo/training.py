@@ -149,23 +149,24 @@ def train(
         config = TrainConfig.from_dict(
             {"model": name, "dataset": dataset, **options}, "options"
         )
-    splits = recipe.prepare(config)
-    if resume is None:
-        run = runs.start(config, splits)
-    given = model if isinstance(model, keras.Model) and resume is None else None
-    return runs.execute(
-        run,
-        splits,
-        lambda: (
-            check_fits(given, config, splits.info)
-            if given is not None
-            else build_model(config, splits.info)
-        ),
-        [runs.Phase(config)],
-        save_init=given is not None,
-        verbose=verbose,
-        started=started,
-    )
+    with recipe.determinism(config):
+        splits = recipe.prepare(config)
+        if resume is None:
+            run = runs.start(config, splits)
+        given = model if isinstance(model, keras.Model) and resume is None else None
+        return runs.execute(
+            run,
+            splits,
+            lambda: (
+                check_fits(given, config, splits.info)
+                if given is not None
+                else build_model(config, splits.info)
+            ),
+            [runs.Phase(config)],
+            save_init=given is not None,
+            verbose=verbose,
+            started=started,
+        )
 
 
 def evaluate(

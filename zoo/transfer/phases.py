@@ -138,19 +138,20 @@ def finetune(
     else:
         _check_settings(source, settings)
         config = _config(source, dataset, settings, options)
-    splits = recipe.prepare(config)
-    phases = _phases(config, settings)
-    build = _builder(source, settings, splits.info.num_classes, config)
-    if resume is None:
-        run = runs.start(
-            config,
-            splits,
-            kind="finetune",
-            extra_files={runs.TRANSFER_FILE: _saved(source, config, settings)},
+    with recipe.determinism(config):
+        splits = recipe.prepare(config)
+        phases = _phases(config, settings)
+        build = _builder(source, settings, splits.info.num_classes, config)
+        if resume is None:
+            run = runs.start(
+                config,
+                splits,
+                kind="finetune",
+                extra_files={runs.TRANSFER_FILE: _saved(source, config, settings)},
+            )
+        return runs.execute(
+            run, splits, build, phases, save_init=True, verbose=verbose, started=started
         )
-    return runs.execute(
-        run, splits, build, phases, save_init=True, verbose=verbose, started=started
-    )
 
 
 def _saved(
