@@ -379,25 +379,29 @@ def test_bad_input_is_one_line_and_writes_nothing(
 
 
 @pytest.mark.parametrize(
-    "task, signature",
+    "task, signatures, named",
     [
-        ("reconstruction", "the SavedModel's encode and decode signatures"),
-        ("generation", "the SavedModel's generate signature"),
+        (
+            "reconstruction",
+            ["encode", "reconstruct", "generate", "decode"],
+            "encode, reconstruct, generate or decode signature",
+        ),
+        ("generation", ["generate", "decode"], "generate or decode signature"),
     ],
 )
-def test_predict_refuses_generative_exports(task, signature, tmp_path, capsys):
+def test_predict_refuses_generative_exports(task, signatures, named, tmp_path, capsys):
     version_dir = tmp_path / "served" / "1"
     version_dir.mkdir(parents=True)
     (version_dir / "saved_model.pb").write_bytes(b"")
     (version_dir / "export_meta.json").write_text(
-        json.dumps({"model": "vae", "task": task})
+        json.dumps({"model": "vae", "task": task, "signatures": signatures})
     )
     png = _write_png(tmp_path / "a.png", _digits_uint8(1)[0, ..., 0])
     assert cli.main(["predict", str(tmp_path / "served"), str(png)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"zoo predict: error: '{version_dir}' is a {task} export (vae): zoo "
         "predict and serve-bench serve classifiers and regressors. Call "
-        f"{signature} instead (docs/export.md)."
+        f"the SavedModel's {named} instead (docs/generative.md)."
     ]
 
 

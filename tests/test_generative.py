@@ -263,6 +263,20 @@ def test_vae_export_serves_encode_decode_generate(tmp_path, capsys):
     np.testing.assert_array_equal(images, again)
     default = served.signatures["serving_default"](images=tf.constant(raw))
     np.testing.assert_array_equal(default["codes"].numpy(), codes)
+    # An empty request gets an empty answer of the declared shape.
+    none = tf.zeros((0, 8, 8, 1), tf.uint8)
+    empty = {
+        "generate": generate(seed=tf.constant(3), count=tf.constant(0))["images"],
+        "decode": served.signatures["decode"](codes=tf.zeros((0, 4)))["images"],
+        "reconstruct": served.signatures["reconstruct"](images=none)["images"],
+        "encode": served.signatures["encode"](images=none)["codes"],
+    }
+    assert {k: tuple(v.shape) for k, v in empty.items()} == {
+        "generate": (0, 8, 8, 1),
+        "decode": (0, 8, 8, 1),
+        "reconstruct": (0, 8, 8, 1),
+        "encode": (0, 4),
+    }
     # A second export is a new version; other formats are refused in one line.
     assert (
         zoo_main("export", result.run_dir, "--out", out, capsys=capsys).returncode == 0
@@ -299,7 +313,11 @@ def test_dcgan_export_generates_by_default_and_predict_points_to_it(tmp_path, ca
     assert meta["input_shape"] is None  # it takes no images
     image = tmp_path / "gan" / "samples.png"
     refused = zoo_main("predict", out, image, capsys=capsys)
-    one_line_error(refused, "Call the SavedModel's generate signature instead")
+    one_line_error(
+        refused,
+        "Call the SavedModel's generate or decode signature instead "
+        "(docs/generative.md).",
+    )
     evaluated = zoo_main("evaluate", tmp_path / "gan", capsys=capsys)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "test D(x) " in evaluated.stdout and "on 360 samples of digits" in (
@@ -319,3 +337,11 @@ def test_finetune_classifies_with_an_autoencoders_encoder(ae_run, tmp_path):
     assert result.model.get_layer("predictions").input.shape == (None, 16)
     # Measured 0.77 (chance 0.10) with the default 5 + 10 epochs.
     assert result.metrics["test_accuracy"] > 0.6
+
+
+def test_a_nan_loss_is_one_line_for_a_model_that_draws_figures(tmp_path):
+    """The epoch's figures of NaN images must not add a NumPy warning line."""
+    out = zoo_cli("train", "vae", "--epochs", "2", "--optimizer", "sgd", "--lr",
+                  "1e6", "--run-dir", tmp_path, cwd=tmp_path)  # fmt: skip
+    one_line_error(out, "loss became NaN in epoch 1; training stopped. No epoch ended")
+    assert not any(tmp_path.iterdir())

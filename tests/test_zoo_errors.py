@@ -49,6 +49,27 @@ def test_bad_arguments_raise_clear_value_errors(kwargs, message):
         zoo.build("lenet5", **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name, kwargs, own",
+    [
+        ("dcgan", {"discriminator_units": [8]}, "label_smoothing, latent_dim"),
+        ("aae", {"kernel_size": 5}, "discriminator_units, dropout, filters"),
+        ("autoencoder", {"filters": [8]}, "hidden_units, kernel_initializer"),
+        ("conv_autoencoder", {"hidden_units": [8]}, "dropout, filters, kernel_init"),
+    ],
+)
+def test_a_variant_refuses_its_familys_other_options(name, kwargs, own):
+    """One builder serves each family's variants: a variant lists and takes only
+    its own options (an ignored option would train a model the user did not
+    ask for)."""
+    (key,) = kwargs
+    with pytest.raises(ValueError) as err:
+        zoo.build(name, **kwargs)
+    message = str(err.value)
+    assert message.startswith(f"{name} does not take {key}; allowed: ")
+    assert own in message and key not in message.split("allowed: ")[1]
+
+
 def test_unknown_model_lists_close_matches():
     with pytest.raises(
         ValueError,

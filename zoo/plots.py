@@ -92,9 +92,9 @@ def plot_predictions(y_true, y_pred, name: str, path: Path) -> None:
 
 def image_grid(images: np.ndarray, cols: int) -> np.ndarray:
     """Images (n, h, w, c) in [0, 1] tiled `cols` per row with 1-pixel gaps, as
-    one uint8 image (h', w', c); missing cells stay black. Neither Keras nor
-    TensorBoard tiles images."""
-    images = np.clip(np.asarray(images, dtype="float32"), 0, 1)
+    one uint8 image (h', w', c); missing cells and NaN pixels (a diverged
+    model's) stay black. Neither Keras nor TensorBoard tiles images."""
+    images = np.clip(np.nan_to_num(np.asarray(images, dtype="float32")), 0, 1)
     n, h, w, c = images.shape
     rows = -(-n // cols)
     grid = np.zeros((rows * (h + 1) + 1, cols * (w + 1) + 1, c), "float32")

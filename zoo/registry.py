@@ -322,7 +322,8 @@ def build(
     classes = card.reference_classes if num_classes is None else num_classes
     if not isinstance(classes, int) or isinstance(classes, bool) or classes < 1:
         raise ValueError(f"num_classes must be an int >= 1; received {classes!r}.")
-    builder = importlib.import_module(card.module).build
+    module = importlib.import_module(card.module)
+    builder = module.build
     from zoo.blocks import COMMON_ARGS, KNOB_ARGS
 
     # Autoencoders and GANs have no classifier head: only the layer knobs.
@@ -333,6 +334,11 @@ def build(
         for p in inspect.signature(builder).parameters.values()
         if p.kind is p.KEYWORD_ONLY
     ]
+    # A builder whose variants take different options says which (OPTIONS):
+    # an option of the family's other variant would be ignored.
+    variants = getattr(module, "OPTIONS", None)
+    if variants is not None:
+        own = variants[card.config["kind"]]
     allowed = {*own, *common} - {
         "input_shape",
         "num_classes",

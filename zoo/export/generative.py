@@ -109,11 +109,23 @@ def _noise(seed, count, latent: int):
     )
 
 
+def _unless_empty(inputs, compute, shape, dtype):
+    """compute(inputs), or an empty batch of `shape` for an empty request:
+    TensorFlow's CPU convolutions fail on an empty batch and its transposed
+    ones return a wrong shape."""
+    return tf.cond(
+        tf.shape(inputs)[0] > 0,
+        lambda: compute(inputs),
+        lambda: tf.zeros((0, *shape), dtype),
+    )
+
+
 def _archive(model, preprocessing, spec) -> tuple[keras.export.ExportArchive, list]:
     """The ExportArchive with one endpoint per signature the model supports."""
     encoder = generative.part(model, "encoder")
     maker = generative.image_maker(model)
     latent = generative.latent_dim(model)
+    shape = generative.image_shape(model)
     archive = keras.export.ExportArchive()
     # The functional parts served, not the whole model: a GAN subclass has no
     # single input to trace.
@@ -121,8 +133,17 @@ def _archive(model, preprocessing, spec) -> tuple[keras.export.ExportArchive, li
         archive.track(part)
 
     def codes_of(images):
-        codes = encoder(preprocessing(images, training=False), training=False)
-        return codes[0] if isinstance(codes, list | tuple) else codes  # VAE: mean
+        def encode(images):
+            codes = encoder(preprocessing(images, training=False), training=False)
+            return codes[0] if isinstance(codes, list | tuple) else codes  # VAE: mean
+
+        return _unless_empty(images, encode, (latent,), tf.float32)
+
+    def images_of(codes):
+        def decode(codes):
+            return _to_uint8(maker(codes, training=False))
+
+        return _unless_empty(codes, decode, shape, tf.uint8)
 
     code_spec = tf.TensorSpec((None, latent), tf.float32, name=CODES)
     scalar = [tf.TensorSpec((), tf.int32, name="seed")]
@@ -133,9 +154,7 @@ def _archive(model, preprocessing, spec) -> tuple[keras.export.ExportArchive, li
             ("encode", lambda images: {CODES: codes_of(images)}, [spec]),
             (
                 "reconstruct",
-                lambda images: {
-                    IMAGES: _to_uint8(maker(codes_of(images), training=False))
-                },
+                lambda images: {IMAGES: images_of(codes_of(images))},
                 [spec],
             ),
         ]
@@ -143,18 +162,14 @@ def _archive(model, preprocessing, spec) -> tuple[keras.export.ExportArchive, li
         endpoints.append(
             (
                 "generate",
-                lambda seed, count: {
-                    IMAGES: _to_uint8(
-                        maker(_noise(seed, count, latent), training=False)
-                    )
-                },
+                lambda seed, count: {IMAGES: images_of(_noise(seed, count, latent))},
                 scalar,
             )
         )
     endpoints.append(
         (
             "decode",
-            lambda codes: {IMAGES: _to_uint8(maker(codes, training=False))},
+            lambda codes: {IMAGES: images_of(codes)},
             [code_spec],
         )
     )

@@ -62,10 +62,7 @@ ONNX_RUNTIME_CONFIG = {
 OPENVINO_RUNTIME_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 # Exports whose model is not a classifier or regressor (written by
 # zoo.export.generative): `zoo predict` points to their own signatures.
-GENERATIVE_SIGNATURES = {
-    "reconstruction": "the SavedModel's encode and decode signatures",
-    "generation": "the SavedModel's generate signature",
-}
+GENERATIVE_TASKS = ("reconstruction", "generation")
 
 
 def check_format(fmt: str) -> str:
@@ -150,11 +147,13 @@ def read_meta(version_dir: Path) -> dict[str, Any]:
     path = version_dir / META_FILE
     meta = read_record(path, "a client of the export")
     task = (meta or {}).get("task")
-    if task in GENERATIVE_SIGNATURES:
+    if task in GENERATIVE_TASKS:
+        *others, last = meta.get("signatures") or ["encode", "decode"]
+        named = f"{', '.join(others)} or {last}" if others else last
         raise ValueError(
             f"'{version_dir}' is a {task} export ({meta.get('model', 'a model')}): "
             "zoo predict and serve-bench serve classifiers and regressors. Call "
-            f"{GENERATIVE_SIGNATURES[task]} instead (docs/export.md)."
+            f"the SavedModel's {named} signature instead (docs/generative.md)."
         )
     missing = [k for k in META_KEYS if k not in (meta or {})]
     if meta is None or missing:

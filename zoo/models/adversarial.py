@@ -299,6 +299,9 @@ KINDS: dict[str, dict[str, Any]] = {
     },
 }
 
+# What each variant takes besides the layer knobs (zoo.build refuses the rest).
+OPTIONS = {kind: tuple(defaults) for kind, defaults in KINDS.items()}
+
 
 def build(
     *,
@@ -337,14 +340,6 @@ def build(
         "kernel_size": kernel_size,
         "label_smoothing": label_smoothing,
     }
-    extra = sorted(
-        k for k, v in given.items() if v is not None and k not in KINDS[kind]
-    )
-    if extra:
-        raise ValueError(
-            f"{name} does not take {', '.join(extra)}; its options are "
-            f"{', '.join(KINDS[kind])}."
-        )
     options = {
         k: KINDS[kind][k] if v is None else v
         for k, v in given.items()

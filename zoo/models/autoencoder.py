@@ -19,6 +19,11 @@ from keras import layers
 from zoo import blocks
 
 KINDS = ("dense", "conv")
+# What each variant takes besides the layer knobs (zoo.build refuses the rest).
+OPTIONS = {
+    "dense": ("code_size", "hidden_units", "denoising"),
+    "conv": ("code_size", "filters", "denoising"),
+}
 NOISES = ("gaussian", "masking")
 
 
