@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import RUN_FILES
+from conftest import MNIST_DIR, RUN_FILES
 
 import data_pipelines as dp
 import zoo
@@ -127,7 +127,8 @@ def test_denoising_noise_acts_in_training_only():
         (
             {"input_shape": (10, 10, 1)},
             "vae halves its input 2 times, so it needs images whose height and "
-            "width are multiples of 4; received input_shape=(10, 10, 1)",
+            "width are multiples of 4; received input_shape=(10, 10, 1). Use "
+            "e.g. 12x12 (--image-size / --input-shape), or change `filters`.",
         ),
         ({"beta": -1}, "vae: beta must be a number >= 0; received -1."),
         ({"pooling": "avg"}, "vae does not take pooling; allowed:"),
@@ -345,3 +346,16 @@ def test_a_nan_loss_is_one_line_for_a_model_that_draws_figures(tmp_path):
                   "1e6", "--run-dir", tmp_path, cwd=tmp_path)  # fmt: skip
     one_line_error(out, "loss became NaN in epoch 1; training stopped. No epoch ended")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_run_with_a_latent_map_is_quiet_on_stderr(tmp_path):
+    """Nothing on stderr for a run that works: the figures and the latent map
+    used to trace a predict function each, and TensorFlow warned of retracing
+    after five (on MNIST's 2,000 test images)."""
+    out = zoo_cli("train", "vae", "--dataset", f"idx:{MNIST_DIR}", "--model-arg",
+                  "latent_dim=2", "--epochs", "2", "--run-dir", tmp_path,
+                  cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    (run,) = tmp_path.iterdir()
+    assert (run / "latent_map.png").is_file()

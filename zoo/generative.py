@@ -91,10 +91,12 @@ def encode(model: keras.Model, images) -> np.ndarray:
 def figures(model: keras.Model, images: np.ndarray, noise: np.ndarray) -> dict:
     """The grids to look at: `reconstructions` (inputs in the odd rows, their
     reconstructions below) for models with an encoder, `samples` (the prior
-    draws `noise` made into images) for models with a prior."""
+    draws `noise` made into images) for models with a prior. One batch each,
+    called directly: `predict` would trace a function per model and epoch
+    (TensorFlow then warns of retracing)."""
     grids = {}
     if part(model, "encoder") is not None:
-        made = model.predict(images, verbose=0)
+        made = keras.ops.convert_to_numpy(model(images, training=False))
         pairs = [
             x
             for i in range(0, len(images), SAMPLE_GRID)
@@ -105,7 +107,7 @@ def figures(model: keras.Model, images: np.ndarray, noise: np.ndarray) -> dict:
         ]
         grids["reconstructions"] = plots.image_grid(np.concatenate(pairs), SAMPLE_GRID)
     if has_prior(model):
-        made = image_maker(model).predict(noise, verbose=0)
+        made = keras.ops.convert_to_numpy(image_maker(model)(noise, training=False))
         grids["samples"] = plots.image_grid(made, SAMPLE_GRID)
     return grids
 
@@ -152,14 +154,10 @@ def latent_map(model: keras.Model, test: tf.data.Dataset, class_names, path: Pat
     encoder = part(model, "encoder")
     if encoder is None or encoder_dim(encoder) != 2:
         return
-    codes, labels = [], []
-    for x, y in test:
-        codes.append(encode(model, x))
-        y = np.asarray(y)
-        labels.append(y.argmax(-1) if y.ndim == 2 else y)
-    plots.plot_latent_map(
-        np.concatenate(codes), np.concatenate(labels), list(class_names), path
-    )
+    codes = encode(model, test.map(lambda x, y: x))  # one predict, one trace
+    labels = np.concatenate([np.asarray(y) for _, y in test])
+    labels = labels.argmax(-1) if labels.ndim == 2 else labels
+    plots.plot_latent_map(codes, labels, list(class_names), path)
 
 
 def encoder_dim(encoder: keras.Model) -> int:

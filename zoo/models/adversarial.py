@@ -403,7 +403,7 @@ def _dcgan(input_shape, name, k, *, latent_dim, filters, kernel_size, label_smoo
     return DCGAN(
         label_smoothing=label_smoothing,
         # The autoencoder's decoder is the DCGAN generator; renamed as a player.
-        generator=keras.Model(decoder.inputs, decoder.outputs, name="generator"),
+        generator=keras.Model(decoder.input, decoder.output, name="generator"),
         discriminator=_probability(images, features, kd),
         name=name,
     )
