@@ -171,6 +171,11 @@ def test_bad_denoising_spec():
             ["--image-size", "10"],
             "needs images whose height and width are multiples of 4",
         ),
+        (
+            ["--dataset", "csv:table.csv", "--label-column", "y"],
+            "conv_autoencoder makes images; dataset 'csv:table.csv' is tabular. Use "
+            "an image source: digits, idx:DIR, folder:DIR or tfds:NAME.",
+        ),
     ],
 )
 def test_cli_refuses_label_options_for_generative_models(

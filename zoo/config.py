@@ -387,6 +387,11 @@ class TrainConfig:
             )
         if own not in MODEL_TASKS:
             return
+        if self.dataset.startswith("csv:"):  # before the source asks for labels
+            raise ValueError(
+                f"{self.model} makes images; dataset {self.dataset!r} is tabular. "
+                "Use an image source: digits, idx:DIR, folder:DIR or tfds:NAME."
+            )
         if self.task != own:
             raise ValueError(
                 f"{self.model} is a generative model (task {own!r}); task "
