@@ -509,8 +509,7 @@ class SearchResult:
             "trial_id": trial.trial_id,
             "hyperparameters": self.best_hyperparameters,
         }
-        with recipe.determinism(config):
-            splits = recipe.prepare(config)
+        with recipe.prepare(config) as splits:
             run = runs.start(config, splits, path=self.directory / "retrained")
             return runs.execute(
                 run,

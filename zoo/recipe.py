@@ -256,34 +256,30 @@ def self_pairs(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.map(lambda x, y: (x, x), tf.data.AUTOTUNE)
 
 
-def prepare(config: TrainConfig) -> dp.Splits:
-    """What every run does first: the distribution strategy (a multi-worker one
-    must exist before any TensorFlow op), the seeds, then the data."""
+@contextlib.contextmanager
+def prepare(config: TrainConfig) -> Iterator[dp.Splits]:
+    """What every run does first, as the context it runs in: the distribution
+    strategy (a multi-worker one must exist before any TensorFlow op), the seeds,
+    with `deterministic` TensorFlow's op determinism (tf.data reads it when
+    datasets are made), then the data. On leaving, the process's own
+    determinism setting again: left on, it would slow a notebook's next runs
+    and make Keras turn their jit_compile off. TensorFlow has no public way to
+    read or turn it off; these are the functions Keras itself reads."""
     distribution(config)
     set_seeds(config)
-    return load_data(config)
+    was_on = tf_config.is_op_determinism_enabled()
+    if config.deterministic:
+        tf_config.enable_op_determinism()
+    try:
+        yield load_data(config)
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
 
 
 def set_seeds(config: TrainConfig) -> None:
     """Seed Python, NumPy and Keras (TensorFlow's global seed with them)."""
     keras.utils.set_random_seed(config.seed)
-
-
-@contextlib.contextmanager
-def determinism(config: TrainConfig) -> Iterator[None]:
-    """With `deterministic`, TensorFlow's op determinism from the data's making
-    (tf.data reads it when datasets are made) to the run's end, then the
-    process's own setting again: left on, it would slow a notebook's next runs
-    and make Keras turn their jit_compile off. TensorFlow offers no public way
-    to turn it off or read it; these are the functions Keras itself reads."""
-    was_on = tf_config.is_op_determinism_enabled()
-    if config.deterministic:
-        tf_config.enable_op_determinism()
-    try:
-        yield
-    finally:
-        if not was_on:
-            tf_config.disable_op_determinism()
 
 
 def distribution(config: TrainConfig) -> tf.distribute.Strategy:

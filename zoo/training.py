@@ -149,8 +149,7 @@ def train(
         config = TrainConfig.from_dict(
             {"model": name, "dataset": dataset, **options}, "options"
         )
-    with recipe.determinism(config):
-        splits = recipe.prepare(config)
+    with recipe.prepare(config) as splits:
         if resume is None:
             run = runs.start(config, splits)
         given = model if isinstance(model, keras.Model) and resume is None else None

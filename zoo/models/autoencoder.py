@@ -97,11 +97,11 @@ def check_image(name: str, input_shape: tuple[int, ...], depth: int) -> None:
     width must be divisible by 2**depth for the output to match the input."""
     step = 2**depth
     if len(input_shape) != 3 or input_shape[0] % step or input_shape[1] % step:
-        h, w = (-(-side // step) * step for side in (*input_shape, step, step)[:2])
+        fits = "x".join(str(-(-side // step) * step) for side in input_shape[:2])
         raise ValueError(
             f"{name} halves its input {depth} times, so it needs images whose height "
             f"and width are multiples of {step}; received input_shape="
-            f"{tuple(input_shape)}. Use e.g. {h}x{w} (--image-size / --input-shape), "
+            f"{tuple(input_shape)}. Use e.g. {fits} (--image-size / --input-shape), "
             "or change `filters`."
         )
 

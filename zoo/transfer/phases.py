@@ -138,8 +138,7 @@ def finetune(
     else:
         _check_settings(source, settings)
         config = _config(source, dataset, settings, options)
-    with recipe.determinism(config):
-        splits = recipe.prepare(config)
+    with recipe.prepare(config) as splits:
         phases = _phases(config, settings)
         build = _builder(source, settings, splits.info.num_classes, config)
         if resume is None:
